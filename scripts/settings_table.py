@@ -1,0 +1,49 @@
+"""Print the README's settings table from the Settings field descriptions.
+
+    .venv/bin/python scripts/settings_table.py          # print it
+    .venv/bin/python scripts/settings_table.py --write  # replace it in README.md
+
+tests/server/test_settings.py fails when README.md and this output differ.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.cli import ALIASES, POSITIONAL  # noqa: E402
+from server.settings import Settings  # noqa: E402
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BEGIN, END = "<!-- settings-table:begin -->", "<!-- settings-table:end -->"
+
+
+def _default(field) -> str:
+    value = field.default
+    if value is None:
+        return "—"
+    return f"`{str(value).replace(str(Path.home()), '~')}`"
+
+
+def table() -> str:
+    rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        flag = "MODEL (positional)" if name in POSITIONAL else ALIASES.get(
+            name, "--" + name.replace("_", "-"))
+        env = f"NANOSERVE_{name.upper()}"
+        desc = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{flag}` | `{env}` | {_default(field)} | {desc} |")
+    return "\n".join(rows)
+
+
+def replaced(readme: str) -> str:
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    return pattern.sub(f"{BEGIN}\n{table()}\n{END}", readme)
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        README.write_text(replaced(README.read_text()))
+    else:
+        print(table())

@@ -1,0 +1,130 @@
+"""`nanoserve serve [MODEL] [--flags]` (also `python -m server`).
+
+Flags are generated from the Settings fields (`max_model_len` -> `--max-model-len`), so every
+setting has exactly one spelling per source and the CLI can't drift from the docs.
+"""
+
+import argparse
+import logging
+import sys
+import types
+import typing
+from typing import Literal
+
+import uvicorn
+from pydantic import ValidationError
+
+from .settings import Settings
+
+log = logging.getLogger("nanoserve.cli")
+
+POSITIONAL = {"model"}
+ALIASES = {"config_file": "--config"}
+
+
+def _flag_kwargs(annotation) -> dict:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in args if a is not type(None))
+        args = typing.get_args(annotation)
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(annotation) is Literal:
+        return {"choices": list(args)}
+    if typing.get_origin(annotation) is list:
+        return {"action": "append"}
+    return {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nanoserve serve",
+        description="Serve a nanoGPT model with vLLM behind an OpenAI-compatible API. "
+        "Precedence: flags > NANOSERVE_* environment > --config TOML > defaults.",
+    )
+    p.add_argument(
+        "model", nargs="?", default=None, help=Settings.model_fields["model"].description
+    )
+    for name, field in Settings.model_fields.items():
+        if name in POSITIONAL:
+            continue
+        flag = ALIASES.get(name, "--" + name.replace("_", "-"))
+        p.add_argument(
+            flag, dest=name, default=None, help=field.description, **_flag_kwargs(field.annotation)
+        )
+    return p
+
+
+def load_settings(argv: list[str]) -> Settings:
+    ns = build_parser().parse_args(argv)
+    given = {k: v for k, v in vars(ns).items() if v is not None}
+    return Settings(**given)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus: SIGTERM flips /ready to 503 at once (draining) before in-flight requests
+    finish."""
+
+    runtime = None
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.runtime is not None and self.runtime.phase == "ready":
+            self.runtime.phase = "draining"
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings) -> int:
+    from . import logs
+    from .app import create_app
+    from .engine import VLLMEngine
+    from .model_source import ModelResolutionError, resolve
+
+    logs.configure(settings)
+    try:
+        model_dir, default_name = resolve(settings.model, settings.cache_dir)
+    except ModelResolutionError as e:
+        log.error("%s", e)
+        return 2
+    name = settings.served_model_name or default_name
+    exit_code = 0
+
+    def on_fatal(code: int) -> None:
+        nonlocal exit_code
+        exit_code = code
+        server.should_exit = True
+
+    app = create_app(
+        settings, lambda: VLLMEngine.start(model_dir, name, settings), on_fatal=on_fatal
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
+    )
+    server = _Server(config)
+    server.runtime = app.state.runtime
+    log.info(
+        "listening on http://%s:%d, loading model %s from %s",
+        settings.host,
+        settings.port,
+        name,
+        model_dir,
+    )
+    server.run()
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings(sys.argv[1:] if argv is None else argv)
+    except ValidationError as e:
+        print(f"nanoserve serve: invalid settings:\n{e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"nanoserve serve: {e}", file=sys.stderr)
+        return 2
+    return serve(settings)

@@ -1,0 +1,36 @@
+"""Cancel a non-streaming handler when its client goes away.
+
+Starlette cancels a streaming response on disconnect, but a plain handler runs to the end while
+the engine keeps generating for nobody (REFERENCE §2). Racing the work against the ASGI
+`http.disconnect` message closes the engine generator, which aborts the request in vLLM.
+"""
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request: Request, work: Coroutine[Any, Any, Any]) -> Any:
+    """Await `work`, or cancel it and return a 499 (nginx's "client closed request") if the
+    client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        return Response(status_code=499)
+    return task.result()

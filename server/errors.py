@@ -1,0 +1,148 @@
+"""The one error shape: `{"error": {"message", "type", "param", "code"}}`, made here and only here.
+
+The openai SDK reads `body["error"]` and retries every 5xx, so bad input must be a 4xx with a
+message that says what to fix (REFERENCE §1). The legacy /generate route keeps FastAPI's own
+`{"detail": ...}` style because its old clients read that.
+"""
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("nanoserve.errors")
+
+LEGACY_PATHS = ("/generate",)
+
+
+class APIError(Exception):
+    """An error the client gets to see, in OpenAI's shape."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def sse_event(self) -> str:
+        """The error as the last event of a stream that already sent its 200."""
+        return f"data: {json.dumps(self.body())}\n\n"
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(message, param=param, code=code)
+
+
+def model_not_found(name: str, served: str) -> APIError:
+    return APIError(
+        f"The model '{name}' does not exist; this server serves '{served}'.",
+        status=404,
+        param="model",
+        code="model_not_found",
+    )
+
+
+def unavailable(message: str, retry_after: int = 1) -> APIError:
+    """503: this replica cannot take the request now (loading, draining, dead): try another."""
+    return APIError(
+        message,
+        status=503,
+        type="server_error",
+        code="server_overloaded",
+        headers={"Retry-After": str(retry_after), "retry-after-ms": str(retry_after * 1000)},
+    )
+
+
+def internal() -> APIError:
+    return APIError(
+        "The server had an error while processing your request.",
+        status=500,
+        type="server_error",
+        code="internal_error",
+    )
+
+
+def _param_from_loc(loc: tuple) -> str | None:
+    """('body', 'stop', 3) -> 'stop': the field the client has to fix."""
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return parts[0] if parts else None
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        return "The request body is not valid JSON: " + str(first.get("msg")), None
+    param = _param_from_loc(tuple(first.get("loc", ())))
+    msg = str(first.get("msg", "invalid value"))
+    if first.get("type") == "missing":
+        return f"Missing required parameter '{param}'.", param
+    if param is None:
+        return f"Invalid request body: {msg}.", None
+    return f"Invalid value for '{param}': {msg}.", param
+
+
+def _is_legacy(request: Request) -> bool:
+    return request.url.path in LEGACY_PATHS
+
+
+async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    if _is_legacy(request):
+        return JSONResponse({"detail": exc.message}, exc.status, headers=exc.headers)
+    return JSONResponse(exc.body(), exc.status, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    message, param = _validation_message(exc)
+    if _is_legacy(request):
+        return JSONResponse({"detail": message}, 422)
+    return JSONResponse(invalid(message, param).body(), 400)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    headers = dict(exc.headers or {})
+    if _is_legacy(request):
+        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=headers)
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    err = APIError(str(exc.detail), status=exc.status_code, type=kind, headers=headers)
+    return JSONResponse(err.body(), exc.status_code, headers=headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    err = internal()
+    if _is_legacy(request):
+        return JSONResponse({"detail": err.message}, 500)
+    return JSONResponse(err.body(), 500)
+
+
+def install(app: FastAPI) -> None:
+    """Route every error the app can raise through this module."""
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,52 @@
+"""Probes and metrics: `/`, `/health`, `/live`, `/ready`, `/metrics`. Status codes carry the
+meaning (Kubernetes reads nothing else); bodies are for humans."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .routes import _runtime
+
+router = APIRouter()
+
+
+@router.get("/")
+async def root() -> dict:
+    return {
+        "status": "ok",
+        "message": "nanoserve: POST /v1/completions, GET /v1/models, POST /generate; docs at /docs",
+    }
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    runtime = _runtime(request)
+    if runtime.phase == "dead" or (runtime.engine is not None and runtime.engine.dead):
+        return JSONResponse(
+            {"status": "unhealthy", "model_loaded": False, "reason": "engine stopped"}, 503
+        )
+    if runtime.engine is None:
+        return JSONResponse(
+            {"status": "unhealthy", "model_loaded": False, "reason": "model loading"}, 503
+        )
+    return JSONResponse({"status": "healthy", "model_loaded": True})
+
+
+@router.get("/live")
+async def live() -> dict:
+    return {"status": "alive"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    runtime = _runtime(request)
+    alive = runtime.engine is not None and not runtime.engine.dead
+    if runtime.ready and alive:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": runtime.phase}, 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    registry = _runtime(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

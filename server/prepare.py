@@ -1,0 +1,177 @@
+"""Validate a completion request against this server and model, and turn it into engine work.
+
+Everything here raises `errors.APIError` (400/404) naming the parameter to fix, before any engine
+work starts: bad input is never a 5xx (the openai SDK would send it three times).
+"""
+
+from dataclasses import dataclass
+
+from .errors import APIError, invalid, model_not_found
+from .generation import ModelInfo, Sampling
+from .protocol import CompletionRequest
+from .settings import Settings
+
+MAX_STOP_CHARS = 256  # a stop string longer than any useful one only costs matching time
+
+
+@dataclass
+class PreparedPrompt:
+    token_ids: list[int]
+    text: str | None  # as sent, or None for token-id prompts (decoded lazily for echo)
+
+
+@dataclass
+class Prepared:
+    prompts: list[PreparedPrompt]
+    sampling: Sampling
+    echo: bool
+    logprobs: int | None
+    discard_output: bool  # max_tokens=0 with echo: score the prompt, generate nothing
+    include_usage: bool
+
+
+def _prompt_list(prompt) -> list[str | list[int]]:
+    """Normalise OpenAI's four prompt forms to a list of str | list[int]."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if prompt and all(isinstance(p, int) for p in prompt):
+        return [prompt]
+    return list(prompt)
+
+
+def _check_ids(ids: list[int], info: ModelInfo, param: str) -> None:
+    bad = [t for t in ids if not 0 <= t < info.vocab_size]
+    if bad:
+        raise invalid(
+            f"Token id {bad[0]} is outside the vocabulary (0..{info.vocab_size - 1}).", param
+        )
+
+
+def encode_prompt(text: str, i: int, info: ModelInfo, encode) -> list[int]:
+    if text == "":
+        raise invalid(f"Prompt {i} is empty; send at least one character.", "prompt")
+    if info.char_vocab is not None:
+        unknown = sorted(set(text) - info.char_vocab)
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:10])
+            more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+            raise invalid(
+                f"Prompt {i} has characters this character-level model does not know: "
+                f"{shown}{more}. Remove or replace them.",
+                "prompt",
+                code="unknown_characters",
+            )
+    return encode(text)
+
+
+def prepare_prompts(req: CompletionRequest, info: ModelInfo, s: Settings, encode):
+    prompts = _prompt_list(req.prompt)
+    if not prompts:
+        raise invalid("'prompt' is an empty list; send at least one prompt.", "prompt")
+    if len(prompts) > s.max_prompts:
+        raise invalid(f"At most {s.max_prompts} prompts per request; got {len(prompts)}.", "prompt")
+    out = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, str):
+            ids = encode_prompt(p, i, info, encode)
+            text = p
+        else:
+            ids, text = list(p), None
+            _check_ids(ids, info, "prompt")
+        if not ids:
+            raise invalid(f"Prompt {i} has no tokens; send at least one.", "prompt")
+        out.append(PreparedPrompt(ids, text))
+    return out
+
+
+def check_length(prompts: list[PreparedPrompt], max_tokens: int, info: ModelInfo) -> None:
+    # vllm serve silently clamps here (REFERENCE §3); a clear 400 tells the caller what to change.
+    for i, p in enumerate(prompts):
+        n = len(p.token_ids)
+        if n + max_tokens > info.max_model_len:
+            room = info.max_model_len - n
+            fix = (
+                f"lower max_tokens to {room} or shorten the prompt"
+                if room > 0
+                else "shorten the prompt"
+            )
+            raise APIError(
+                f"This model's maximum context length is {info.max_model_len} tokens; prompt {i} "
+                f"has {n} tokens and max_tokens is {max_tokens} ({n + max_tokens} in all): {fix}.",
+                param="max_tokens" if room > 0 else "prompt",
+                code="context_length_exceeded",
+            )
+
+
+def _check_request(req: CompletionRequest, info: ModelInfo, s: Settings) -> None:
+    if req.model != info.name:
+        raise model_not_found(req.model, info.name)
+    if req.suffix is not None:
+        raise invalid("'suffix' is not supported by this model (no fill-in-the-middle).", "suffix")
+    if req.best_of is not None and req.best_of != req.n:
+        raise invalid(f"'best_of' must equal n ({req.n}) when given; got {req.best_of}.", "best_of")
+    if req.n > s.max_n:
+        raise invalid(f"'n' is at most {s.max_n} on this server; got {req.n}.", "n")
+    if req.logprobs is not None and req.logprobs > s.max_logprobs:
+        raise invalid(
+            f"'logprobs' is at most {s.max_logprobs} on this server; got {req.logprobs}.",
+            "logprobs",
+        )
+    if req.stream_options is not None and not req.stream:
+        raise invalid("'stream_options' is only allowed when 'stream' is true.", "stream_options")
+    for stop in req.stops:
+        if not stop or len(stop) > MAX_STOP_CHARS:
+            raise invalid(f"Each stop string must be 1 to {MAX_STOP_CHARS} characters.", "stop")
+    if req.max_tokens == 0 and not req.echo:
+        raise invalid(
+            "'max_tokens' must be at least 1 (0 is allowed only with echo).", "max_tokens"
+        )
+    _check_ids(req.stop_token_ids or [], info, "stop_token_ids")
+
+
+def _logit_bias(req: CompletionRequest, info: ModelInfo) -> dict[int, float] | None:
+    if not req.logit_bias:
+        return None
+    bias = {}
+    for key, value in req.logit_bias.items():
+        if not key.lstrip("-").isdigit() or not 0 <= int(key) < info.vocab_size:
+            raise invalid(f"logit_bias key {key!r} is not a token id of this model.", "logit_bias")
+        if not -100 <= value <= 100:
+            raise invalid(f"logit_bias values must be in [-100, 100]; got {value}.", "logit_bias")
+        bias[int(key)] = value
+    return bias
+
+
+def prepare(req: CompletionRequest, info: ModelInfo, s: Settings, encode) -> Prepared:
+    """Check `req` and build the engine work for it; raises APIError naming the bad param."""
+    _check_request(req, info, s)
+    prompts = prepare_prompts(req, info, s, encode)
+    longest = max(len(p.token_ids) for p in prompts)
+    max_tokens = req.max_tokens
+    if max_tokens is None:  # null: as many as fit, as vLLM does
+        max_tokens = max(info.max_model_len - longest, 1)
+    discard = max_tokens == 0
+    max_tokens = max(max_tokens, 1)  # the engine always makes >= 1 token; echo+0 drops it
+    check_length(prompts, 0 if discard else max_tokens, info)
+    scoring = req.echo and req.logprobs is not None
+    sampling = Sampling(
+        max_tokens=max_tokens,
+        n=req.n,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=0 if req.top_k in (None, -1) else req.top_k,
+        min_p=req.min_p,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        repetition_penalty=req.repetition_penalty,
+        seed=req.seed,
+        stop=tuple(req.stops),
+        stop_token_ids=tuple(req.stop_token_ids or ()),
+        ignore_eos=req.ignore_eos,
+        min_tokens=req.min_tokens,
+        logprobs=req.logprobs,
+        prompt_logprobs=req.logprobs if scoring else None,
+        logit_bias=_logit_bias(req, info),
+        stream=req.stream,
+    )
+    return Prepared(prompts, sampling, req.echo, req.logprobs, discard, req.include_usage)

@@ -1,0 +1,100 @@
+"""The server's life: load the engine in the background, watch it, and stop when it dies.
+
+Kubernetes reads only status codes (REFERENCE §5), so the phases are explicit: `starting` (the
+engine loads; /live answers, /ready is 503), `ready`, `draining` (SIGTERM), `dead` (engine gone:
+503 everywhere, and the process exits non-zero so a supervisor restarts it).
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from .completions import Completions
+from .errors import unavailable
+from .generation import Engine
+from .metrics import Metrics
+
+log = logging.getLogger("nanoserve.runtime")
+
+WATCH_SECONDS = 1.0  # how often the engine's pulse is taken
+DEAD_GRACE_SECONDS = 2.0  # time open streams get to send their error event before exit
+
+
+class Runtime:
+    def __init__(
+        self,
+        load: Callable[[], Awaitable[Engine]],
+        metrics: Metrics,
+        on_fatal: Callable[[int], None] | None = None,
+    ):
+        self._load = load
+        self.metrics = metrics
+        self.on_fatal = on_fatal or (lambda code: None)
+        self.engine: Engine | None = None
+        self.completions: Completions | None = None
+        self.phase = "starting"
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "ready"
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._start_engine()))
+
+    async def _start_engine(self) -> None:
+        try:
+            self.engine = await self._load()
+        except Exception as e:
+            log.error("engine failed to start: %s", e, exc_info=not _is_clear(e))
+            self.phase = "dead"
+            self.on_fatal(1)
+            return
+        self.completions = Completions(self.engine, self.metrics)
+        self.phase = "ready"
+        self.metrics.engine_up.set(1)
+        self.metrics.engine_unfinished.set_function(self.engine.num_unfinished)
+        info = self.engine.info
+        log.info(
+            "ready: serving %s (context %d tokens)",
+            info.name,
+            info.max_model_len,
+            extra={"model": info.name, "max_model_len": info.max_model_len},
+        )
+        self._tasks.append(asyncio.create_task(self._watch()))
+
+    async def _watch(self) -> None:
+        assert self.engine is not None
+        while not self.engine.dead:
+            await asyncio.sleep(WATCH_SECONDS)
+        self.phase = "dead"
+        self.metrics.engine_up.set(0)
+        log.error("engine core died; finishing open streams with an error, then exiting")
+        await asyncio.sleep(DEAD_GRACE_SECONDS)
+        self.on_fatal(1)
+
+    def service(self) -> Completions:
+        """The completion service, or a 503 saying why there is none right now."""
+        if self.phase == "ready" and self.completions is not None:
+            return self.completions
+        reasons = {
+            "starting": "The model is still loading; retry shortly.",
+            "draining": "This replica is shutting down; retry on another.",
+            "dead": "The inference engine stopped; retry on another replica.",
+        }
+        raise unavailable(reasons.get(self.phase, "Not ready."), retry_after=5)
+
+    async def stop(self) -> None:
+        if self.phase != "dead":
+            self.phase = "draining"
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.engine is not None:
+            self.engine.shutdown()
+        self.metrics.engine_up.set(0)
+
+
+def _is_clear(e: Exception) -> bool:
+    # Our own one-line errors (unsupported head size...) need no stack trace.
+    return type(e).__name__ in ("UnservableModel", "ModelResolutionError")

@@ -1,0 +1,116 @@
+"""The one Settings object: CLI flags > NANOSERVE_* environment > TOML file (--config) > defaults.
+
+Engine fields keep vLLM's own names, so `--max-model-len`, `--max-num-seqs`, `--enforce-eager`...
+read the same as with `vllm serve`. The README's settings table is generated from the field
+descriptions below (scripts/settings_table.py), so a description is documentation.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+LogFormat = Literal["json", "text"]
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NANOSERVE_", extra="forbid")
+
+    # --- what to serve
+    model: str | None = Field(
+        None,
+        description="Converted model directory, or a nanoGPT ckpt.pt (or its directory), "
+        "converted once into the cache. Unset: the bundled Shakespeare demo model.",
+    )
+    served_model_name: str | None = Field(
+        None, description="Name clients pass as `model`. Default: the model directory's name."
+    )
+    cache_dir: Path = Field(
+        Path("~/.cache/nanoserve").expanduser(),
+        description="Where checkpoints given as MODEL are converted to (keyed by sha256).",
+    )
+    config_file: Path | None = Field(
+        None, description="TOML file with any of these settings (CLI: --config)."
+    )
+
+    # --- HTTP
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    keep_alive_timeout: int = Field(
+        75,
+        ge=1,
+        description="Seconds an idle keep-alive connection stays open. Keep it above your load "
+        "balancer's idle timeout (60 s on most), or it will reuse connections we already closed.",
+    )
+    graceful_shutdown_timeout: int = Field(
+        30, ge=0, description="Seconds in-flight requests get to finish after SIGTERM."
+    )
+    log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    log_format: LogFormat = Field("json", description="`json` (one object a line) or `text`.")
+
+    # --- request limits: each caps something that multiplies work (REFERENCE §4)
+    max_n: int = Field(16, ge=1, le=128, description="Largest `n` (and `best_of`) accepted.")
+    max_logprobs: int = Field(
+        5, ge=0, le=20, description="Largest `logprobs` accepted (OpenAI's cap is 5; up to 20)."
+    )
+    max_prompts: int = Field(64, ge=1, description="Most prompts in one request's `prompt` list.")
+    max_request_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body in bytes (413 above)."
+    )
+
+    # --- engine (vLLM's names)
+    dtype: Dtype = Field(
+        "auto", description="Compute dtype; auto = the dtype the model was converted to."
+    )
+    max_model_len: int | None = Field(
+        None, ge=1, description="Context length. Default: the model's block size."
+    )
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="Most sequences batched at once. Default: vLLM's."
+    )
+    max_num_batched_tokens: int | None = Field(
+        None, ge=1, description="Most tokens per engine step. Default: vLLM's."
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="GPU only: share of GPU memory vLLM may use."
+    )
+    cpu_kvcache_space: float | None = Field(
+        None, gt=0, description="CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    enforce_eager: bool = Field(False, description="Disable CUDA graphs / compilation.")
+    quantization: str | None = Field(None, description="vLLM quantization method, if any.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs to shard the model over.")
+    seed: int = Field(0, description="Engine random seed.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, v: str) -> str:
+        if v.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise ValueError("log_level must be debug, info, warning, error or critical")
+        return v.lower()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file is named by the CLI (init kwargs) or the environment, and sits below both.
+        sources = [init_settings, env_settings]
+        config = init_settings.init_kwargs.get("config_file") or env_settings().get("config_file")
+        if config:
+            path = Path(config)
+            if not path.is_file():
+                raise ValueError(f"config file not found: {path}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)

@@ -1,0 +1,90 @@
+"""A fake engine at the `generation.Engine` boundary, for unit tests of routing and shaping.
+
+It "generates" by cycling through its alphabet from the last prompt token, one char per token,
+so outputs are predictable. Behaviour against the real engine is proven in test_e2e_*.py.
+"""
+
+import asyncio
+import time
+
+from server.generation import ChoiceUpdate, EngineDead, ModelInfo, Sampling, TokenLogprob, Update
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz \n"
+
+
+class FakeEngine:
+    def __init__(self, max_model_len: int = 64, delay: float = 0.0):
+        self.info = ModelInfo(
+            name="fake",
+            path="/fake",
+            max_model_len=max_model_len,
+            vocab_size=len(ALPHABET),
+            char_vocab=frozenset(ALPHABET),
+            created=int(time.time()),
+        )
+        self.delay = delay
+        self.dead = False
+        self.active = 0  # generations in progress (to see aborts)
+        self.seen: list[tuple[list[int], Sampling, str]] = []
+
+    def encode(self, text: str) -> list[int]:
+        return [ALPHABET.index(c) for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(ALPHABET[i] for i in ids)
+
+    def _position(self, t: int) -> TokenLogprob:
+        return TokenLogprob(ALPHABET[t], -0.5, {ALPHABET[t]: -0.5})
+
+    async def generate(self, prompt_ids: list[int], s: Sampling, request_id: str):
+        if self.dead:
+            raise EngineDead("dead")
+        self.seen.append((prompt_ids, s, request_id))
+        self.active += 1
+        try:
+            ids = {j: [] for j in range(s.n)}
+            for step in range(s.max_tokens):
+                await asyncio.sleep(self.delay)
+                if self.dead:
+                    raise EngineDead("dead")
+                last = step == s.max_tokens - 1
+                choices = []
+                for j in range(s.n):
+                    t = (prompt_ids[-1] + 1 + step + j) % len(ALPHABET)
+                    ids[j].append(t)
+                    lps = [self._position(t)] if s.logprobs is not None else None
+                    choices.append(
+                        ChoiceUpdate(j, ALPHABET[t], [t], lps, "length" if last else None)
+                    )
+                if s.stream:
+                    yield Update(prompt_ids, choices, None, last)
+            if not s.stream:
+                yield Update(
+                    prompt_ids,
+                    [
+                        ChoiceUpdate(
+                            j,
+                            self.decode(ids[j]),
+                            ids[j],
+                            [self._position(t) for t in ids[j]] if s.logprobs is not None else None,
+                            "length",
+                        )
+                        for j in range(s.n)
+                    ],
+                    [None] + [self._position(t) for t in prompt_ids[1:]]
+                    if s.prompt_logprobs is not None
+                    else None,
+                    True,
+                )
+        finally:
+            self.active -= 1
+
+    async def check_health(self) -> None:
+        if self.dead:
+            raise EngineDead("dead")
+
+    def num_unfinished(self) -> int:
+        return self.active
+
+    def shutdown(self) -> None:
+        pass

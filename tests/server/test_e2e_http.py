@@ -1,0 +1,159 @@
+"""Plain-HTTP behaviour of the real server: legacy /generate, probes, metrics, disconnects,
+and what happens when the engine core dies."""
+
+import json
+import re
+import signal
+import subprocess
+import time
+
+import httpx
+import psutil
+import pytest
+import requests
+
+pytestmark = pytest.mark.engine
+
+MODEL = "shakespeare_char"
+
+
+def metric(base_url: str, name: str) -> float:
+    text = httpx.get(base_url + "/metrics").text
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
+    assert m, f"{name} not in /metrics"
+    return float(m.group(1))
+
+
+def wait_until(predicate, timeout: float, every: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def test_generate_with_curl_as_documented(demo):
+    # The README's curl snippet, verbatim but for the port.
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-X",
+            "POST",
+            f"{demo.url}/generate",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"prompt": "ROMEO:", "max_tokens": 50, "temperature": 0.8}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    body = json.loads(out.stdout)
+    assert body["text"].startswith("ROMEO:")
+    assert body["tokens_generated"] == 50
+    assert len(body["text"]) == len("ROMEO:") + 50  # one token per character
+
+
+def test_generate_with_requests_as_documented(demo):
+    # The README's requests snippet, verbatim but for the URL.
+    response = requests.post(
+        f"{demo.url}/generate", json={"prompt": "JULIET:", "max_tokens": 30, "temperature": 0}
+    )
+    response.raise_for_status()
+    result = response.json()
+    assert set(result) == {"text", "tokens_generated"}
+    assert result["text"].startswith("JULIET:") and result["tokens_generated"] == 30
+
+
+def test_generate_defaults_and_errors(demo):
+    r = httpx.post(f"{demo.url}/generate", json={"prompt": "A"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["tokens_generated"] == 100  # the seed's default max_tokens
+    r = httpx.post(f"{demo.url}/generate", json={"prompt": ""})
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str)
+    r = httpx.post(f"{demo.url}/generate", json={"prompt": "A", "max_tokens": 10**6})
+    assert r.status_code == 400 and "context" in r.json()["detail"]
+
+
+def test_probes(demo):
+    assert httpx.get(demo.url + "/").json()["status"] == "ok"
+    assert httpx.get(demo.url + "/health").json() == {"status": "healthy", "model_loaded": True}
+    assert httpx.get(demo.url + "/live").status_code == 200
+    assert httpx.get(demo.url + "/ready").status_code == 200
+
+
+def test_metrics_expose_engine_and_server_families(demo):
+    httpx.post(
+        f"{demo.url}/v1/completions",
+        json={"model": MODEL, "prompt": "A", "max_tokens": 3},
+        timeout=60,
+    )
+    text = httpx.get(demo.url + "/metrics").text
+    assert "vllm:num_requests_running" in text
+    assert "vllm:time_to_first_token_seconds" in text
+    assert 'nanoserve_requests_total{route="/v1/completions",status="200"}' in text
+    assert metric(demo.url, "nanoserve_engine_up") == 1.0
+
+
+LONG = {"model": MODEL, "prompt": "ROMEO:", "max_tokens": 200, "n": 16, "temperature": 1.0}
+
+
+def test_stream_disconnect_aborts_in_engine(demo):
+    assert wait_until(lambda: metric(demo.url, "nanoserve_engine_requests_unfinished") == 0, 30)
+    with (
+        httpx.Client(timeout=60) as c,
+        c.stream("POST", f"{demo.url}/v1/completions", json={**LONG, "stream": True}) as r,
+    ):
+        assert r.status_code == 200
+        next(r.iter_lines())  # generation has started
+        assert metric(demo.url, "nanoserve_engine_requests_unfinished") >= 1
+    # the connection is closed here, long before 16 x 200 tokens could be done
+    assert wait_until(lambda: metric(demo.url, "nanoserve_engine_requests_unfinished") == 0, 10)
+
+
+def test_non_stream_disconnect_aborts_in_engine(demo):
+    assert wait_until(lambda: metric(demo.url, "nanoserve_engine_requests_unfinished") == 0, 30)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{demo.url}/v1/completions",
+            json=LONG,
+            headers={"x-request-id": "gone-away-1"},
+            timeout=0.5,
+        )
+    assert wait_until(lambda: metric(demo.url, "nanoserve_engine_requests_unfinished") == 0, 10)
+    assert wait_until(lambda: '"status": 499' in demo.log() and "gone-away-1" in demo.log(), 10)
+    line = next(ln for ln in demo.log().splitlines() if "gone-away-1" in ln and "499" in ln)
+    assert json.loads(line)["status"] == 499
+
+
+def _engine_core(server) -> psutil.Process:
+    children = psutil.Process(server.proc.pid).children(recursive=True)
+    cores = [p for p in children if "EngineCore" in " ".join([p.name(), *p.cmdline()])]
+    assert cores, [(p.pid, p.name(), p.cmdline()) for p in children]
+    return cores[0]
+
+
+def test_engine_death_ends_streams_and_exits_nonzero(start_server, demo_cache):
+    server = start_server("--cache-dir", str(demo_cache), "--log-format", "json")
+    core = _engine_core(server)
+    with (
+        httpx.Client(timeout=60) as c,
+        c.stream("POST", f"{server.url}/v1/completions", json={**LONG, "stream": True}) as r,
+    ):
+        lines = r.iter_lines()
+        next(lines)
+        core.send_signal(signal.SIGKILL)
+        rest = [ln for ln in lines if ln.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]"
+    error = json.loads(rest[-2][6:])["error"]
+    assert error["type"] == "server_error"
+    health = httpx.get(server.url + "/health", timeout=5)
+    assert health.status_code == 503
+    assert httpx.get(server.url + "/ready", timeout=5).status_code == 503
+    r = httpx.post(f"{server.url}/v1/completions", json={"model": MODEL, "prompt": "A"}, timeout=5)
+    assert r.status_code == 503 and "Retry-After" in r.headers
+    assert server.proc.wait(30) != 0

@@ -1,0 +1,65 @@
+"""Settings: one object, four sources, one precedence; the README table can't drift."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.cli import load_settings
+from server.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def toml(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('port = 9001\nmax_num_seqs = 8\nlog_format = "text"\n')
+    return path
+
+
+def test_precedence_is_flags_then_env_then_file_then_default(toml, monkeypatch):
+    monkeypatch.setenv("NANOSERVE_PORT", "9002")
+    s = load_settings(["--config", str(toml), "--max-num-seqs", "4"])
+    assert s.port == 9002  # env beats file
+    assert s.max_num_seqs == 4  # flag beats file
+    assert s.log_format == "text"  # file beats default
+    assert s.host == "127.0.0.1"  # default
+    assert load_settings(["--config", str(toml), "--port", "9003"]).port == 9003  # flag beats env
+
+
+def test_vllm_flag_spellings(monkeypatch):
+    s = load_settings(["/m", "--max-model-len", "128", "--enforce-eager", "--dtype", "float32",
+                       "--served-model-name", "demo", "--tensor-parallel-size", "2"])
+    assert (s.model, s.max_model_len, s.enforce_eager, s.dtype) == ("/m", 128, True, "float32")
+    assert (s.served_model_name, s.tensor_parallel_size) == ("demo", 2)
+
+
+def test_config_file_from_environment(toml, monkeypatch):
+    monkeypatch.setenv("NANOSERVE_CONFIG_FILE", str(toml))
+    assert Settings().max_num_seqs == 8
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "server", "--config", str(tmp_path / "nope.toml")],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2
+    assert "config file not found" in out.stderr
+
+
+def test_bad_value_is_a_clear_error():
+    out = subprocess.run([sys.executable, "-m", "server", "--max-logprobs", "50"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2
+    assert "max_logprobs" in out.stderr
+
+
+def test_readme_settings_table_is_generated_from_descriptions():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import settings_table
+
+    readme = (REPO / "README.md").read_text()
+    assert settings_table.replaced(readme) == readme, (
+        "README settings table is stale: run .venv/bin/python scripts/settings_table.py --write")
+    assert settings_table.table() in readme
