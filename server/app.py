@@ -1,5 +1,9 @@
 """`create_app(settings, load_engine)`: the FastAPI app, with nothing done at import time."""
 
+import asyncio
+import contextlib
+import logging
+import signal
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -9,11 +13,24 @@ from prometheus_client import CollectorRegistry
 from nanoserve import __version__
 
 from . import errors, health, legacy, routes
+from .auth import Authenticator
 from .generation import Engine
+from .guard import Guard
 from .metrics import Metrics
 from .middleware import RequestContext
+from .ratelimit import RateLimiter
 from .runtime import Runtime
 from .settings import Settings
+from .usage import Usage
+
+log = logging.getLogger("nanoserve.app")
+
+
+def _reload_on_sighup(auth: Authenticator) -> None:
+    # Revoke or add keys without a restart: edit the key file, `kill -HUP <pid>`.
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not main thread
+        loop.add_signal_handler(signal.SIGHUP, auth.reload)
 
 
 def create_app(
@@ -27,9 +44,13 @@ def create_app(
     answer while the model loads; `on_fatal(code)` is called when the engine can't go on."""
     metrics = Metrics.for_registry(registry)
     runtime = Runtime(load_engine, metrics, on_fatal)
+    auth = Authenticator(settings)
+    limiter = RateLimiter(settings, on_storage_error=metrics.limiter_errors.inc)
+    usage = Usage(metrics, settings.usage_max_callers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        _reload_on_sighup(auth)
         runtime.start()
         try:
             yield
@@ -39,8 +60,16 @@ def create_app(
     app = FastAPI(title="nanoserve", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.runtime = runtime
+    app.state.auth = auth
+    app.state.limiter = limiter
+    app.state.usage = usage
     errors.install(app)
     for module in (routes, legacy, health):
         app.include_router(module.router)
+    # Starlette wraps in reverse order: RequestContext (ids, size cap, access log) is outermost,
+    # so even a 401 carries an x-request-id and is logged.
+    app.add_middleware(
+        Guard, auth=auth, limiter=limiter, usage=usage, metrics_open=settings.metrics_open
+    )
     app.add_middleware(RequestContext, metrics=metrics, max_body=settings.max_request_bytes)
     return app

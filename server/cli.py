@@ -5,6 +5,7 @@ setting has exactly one spelling per source and the CLI can't drift from the doc
 """
 
 import argparse
+import ipaddress
 import logging
 import sys
 import types
@@ -19,7 +20,7 @@ from .settings import Settings
 log = logging.getLogger("nanoserve.cli")
 
 POSITIONAL = {"model"}
-ALIASES = {"config_file": "--config"}
+ALIASES = {"config_file": "--config", "api_keys": "--api-key"}
 
 
 def _flag_kwargs(annotation) -> dict:
@@ -28,7 +29,7 @@ def _flag_kwargs(annotation) -> dict:
         annotation = next(a for a in args if a is not type(None))
         args = typing.get_args(annotation)
     if annotation is bool:
-        return {"action": argparse.BooleanOptionalAction}
+        return {"action": "store_const", "const": True}
     if typing.get_origin(annotation) is Literal:
         return {"choices": list(args)}
     if typing.get_origin(annotation) is list:
@@ -73,19 +74,56 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_problem(s: Settings) -> str | None:
+    """Why these settings must not serve, or None. Warns loudly when serving without auth."""
+    if s.no_auth:
+        if not _is_loopback(s.host) and not s.allow_public_no_auth:
+            return (
+                f"refusing to serve without authentication on {s.host}: that address is "
+                "reachable from other machines. Configure --api-key/--api-key-file/--jwt-*, "
+                "bind 127.0.0.1, or add --allow-public-no-auth if you really mean it"
+            )
+        log.warning(
+            "AUTHENTICATION IS DISABLED (--no-auth): anyone who can reach %s:%d can use "
+            "this server",
+            s.host,
+            s.port,
+        )
+        return None
+    if not s.auth_configured:
+        return (
+            "no credentials configured: give --api-key KEY, --api-key-file PATH, "
+            "--jwt-secret or --jwt-public-key-file (or --no-auth for a local experiment)"
+        )
+    return None
+
+
 def serve(settings: Settings) -> int:
     from . import logs
     from .app import create_app
-    from .engine import VLLMEngine
     from .model_source import ModelResolutionError, resolve
 
     logs.configure(settings)
+    if problem := auth_problem(settings):
+        log.error("%s", problem)
+        return 2
     try:
         model_dir, default_name = resolve(settings.model, settings.cache_dir)
     except ModelResolutionError as e:
         log.error("%s", e)
         return 2
     name = settings.served_model_name or default_name
+    from .engine import VLLMEngine  # imports vLLM (~15 s): only once there is something to serve
+
     exit_code = 0
 
     def on_fatal(code: int) -> None:

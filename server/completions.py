@@ -36,6 +36,13 @@ class Job:
     def prompt_tokens(self) -> int:
         return sum(len(p.token_ids) for p in self.work.prompts)
 
+    @property
+    def max_tokens_total(self) -> int:
+        """Worst case: every prompt, plus max_tokens for each of its n choices."""
+        w = self.work
+        generated = 0 if w.discard_output else w.sampling.max_tokens * w.sampling.n
+        return sum(len(p.token_ids) + generated for p in w.prompts)
+
     def usage(self) -> dict:
         p, c = self.prompt_tokens, self.completion_tokens
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from .completions import Job
 from .disconnect import unless_disconnected
 from .generation import Sampling
+from .guard import reserve_tokens
 from .prepare import Prepared, PreparedPrompt, check_length, encode_prompt
 from .protocol import GenerateRequest, GenerateResponse
 from .routes import _runtime
@@ -32,6 +33,8 @@ async def generate(body: GenerateRequest, request: Request):
     )
     rid = request.state.request_id
     job = Job(id=f"gen-{rid}", model=engine.info.name, work=work)
+    await reserve_tokens(request, job.max_tokens_total)
+    request.state.job = job
     result = await unless_disconnected(request, service.run(job, rid))
     if not isinstance(result, dict):
         return result

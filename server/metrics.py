@@ -41,6 +41,36 @@ class Metrics:
             "Requests inside the engine (running or waiting), read live from the engine.",
             registry=registry,
         )
+        self.limiter_errors = Counter(
+            "nanoserve_ratelimit_storage_errors",
+            "Times the rate-limit storage (Redis) could not be reached.",
+            registry=registry,
+        )
+        # per caller (labels bounded by usage.py)
+        self.caller_requests = Counter(
+            "nanoserve_caller_requests",
+            "Requests admitted, per caller.",
+            ["caller"],
+            registry=registry,
+        )
+        self.caller_prompt_tokens = Counter(
+            "nanoserve_caller_prompt_tokens",
+            "Prompt tokens processed, per caller.",
+            ["caller"],
+            registry=registry,
+        )
+        self.caller_completion_tokens = Counter(
+            "nanoserve_caller_completion_tokens",
+            "Tokens generated, per caller.",
+            ["caller"],
+            registry=registry,
+        )
+        self.caller_rejections = Counter(
+            "nanoserve_caller_rejections",
+            "Requests refused, per caller and reason.",
+            ["caller", "reason"],
+            registry=registry,
+        )
         self.engine_up = Gauge(
             "nanoserve_engine_up", "1 while the engine is loaded and alive.", registry=registry
         )

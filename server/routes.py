@@ -5,7 +5,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from .completions import Job
 from .disconnect import unless_disconnected
-from .errors import model_not_found
+from .errors import APIError, model_not_found
+from .guard import reserve_tokens
 from .prepare import prepare
 from .protocol import CompletionRequest, ModelCard, ModelList
 from .runtime import Runtime
@@ -27,6 +28,8 @@ async def create_completion(body: CompletionRequest, request: Request):
     work = prepare(body, engine.info, request.app.state.settings, engine.encode)
     rid = request.state.request_id
     job = Job(id=f"cmpl-{rid}", model=engine.info.name, work=work)
+    await reserve_tokens(request, job.max_tokens_total)
+    request.state.job = job  # the guard settles the caller's usage from it at the end
     if body.stream:
         return StreamingResponse(
             service.stream(job, rid), media_type="text/event-stream", headers=SSE_HEADERS
@@ -51,3 +54,17 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
     if model_id != card.id:
         raise model_not_found(model_id, card.id)
     return card
+
+
+@router.get("/v1/usage")
+async def usage(request: Request) -> dict:
+    """Per-caller usage on this replica (admin scope only)."""
+    ticket = getattr(request.state, "ticket", None)
+    if ticket is None or not ticket.caller.admin:
+        raise APIError(
+            "This endpoint needs the admin scope (key file `admin`, or a JWT with scope `admin`).",
+            status=403,
+            type="permission_error",
+            code="insufficient_permissions",
+        )
+    return request.app.state.usage.report()

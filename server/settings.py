@@ -6,11 +6,12 @@ descriptions below (scripts/settings_table.py), so a description is documentatio
 """
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -55,6 +56,66 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     log_format: LogFormat = Field("json", description="`json` (one object a line) or `text`.")
 
+    # --- authentication (deny by default)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys (repeat --api-key; NANOSERVE_API_KEYS is comma-separated). Each "
+        "gets the id `key-<first 8 hex of its sha256>` in logs and metrics.",
+    )
+    api_key_file: Path | None = Field(
+        None,
+        description="Key file: one `ID KEY-or-sha256:HEX [rpm=N] [tpm=N] [concurrency=N] [admin]`"
+        " per line, # comments. Reloaded on SIGHUP.",
+    )
+    jwt_secret: SecretStr | None = Field(None, description="HS256 secret for JWT bearer tokens.")
+    jwt_public_key_file: Path | None = Field(
+        None, description="PEM public key for RS256/ES256 JWT bearer tokens."
+    )
+    jwt_algorithms: Annotated[list[str], NoDecode] | None = Field(
+        None,
+        description="Accepted JWT algorithms (comma-separated). Default: HS256 with a secret, "
+        "RS256,ES256 with a public key. Never taken from the token.",
+    )
+    jwt_audience: str | None = Field(None, description="Required JWT `aud`, if set.")
+    jwt_issuer: str | None = Field(None, description="Required JWT `iss`, if set.")
+    jwt_leeway: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp/nbf (s).")
+    no_auth: bool = Field(
+        False, description="Serve without credentials (loud warning; loopback only)."
+    )
+    allow_public_no_auth: bool = Field(
+        False, description="With --no-auth, also allow a non-loopback --host. Think twice."
+    )
+    metrics_open: bool = Field(False, description="Serve /metrics without credentials.")
+
+    # --- per-caller limits (defaults; a key-file line or JWT claim overrides them)
+    rpm: int | None = Field(None, ge=1, description="Requests per minute per caller.")
+    tpm: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens per minute per caller: prompt + max_tokens*n reserved at admission, "
+        "corrected to the real count at the end.",
+    )
+    concurrency: int | None = Field(None, ge=1, description="Requests in flight per caller.")
+    ratelimit_window: int = Field(
+        60,
+        ge=1,
+        le=3600,
+        description="Length of the rate-limit window in seconds: rpm and tpm are counted per "
+        "window (per minute by default).",
+    )
+    ratelimit_storage: str = Field(
+        "memory://",
+        description="Where limits are counted: memory:// (this process) or redis://HOST:PORT "
+        "(shared by every replica).",
+    )
+    ratelimit_fail_open: bool = Field(
+        False,
+        description="If the limit storage is unreachable: admit (true) or answer 503 (false).",
+    )
+    usage_max_callers: int = Field(
+        1000, ge=1, description="Distinct caller labels in metrics; the rest count as `other`."
+    )
+
     # --- request limits: each caps something that multiplies work (REFERENCE §4)
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (and `best_of`) accepted.")
     max_logprobs: int = Field(
@@ -88,6 +149,33 @@ class Settings(BaseSettings):
     quantization: str | None = Field(None, description="vLLM quantization method, if any.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs to shard the model over.")
     seed: int = Field(0, description="Engine random seed.")
+
+    @field_validator("api_keys", "jwt_algorithms", mode="before")
+    @classmethod
+    def _comma_separated(cls, v):
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return [part.strip() for x in v for part in x.split(",") if part.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _auth_is_coherent(self) -> "Settings":
+        if self.jwt_secret and self.jwt_public_key_file:
+            raise ValueError("give jwt_secret or jwt_public_key_file, not both")
+        algs = self.jwt_algorithms or []
+        if self.jwt_secret and any(not a.startswith("HS") for a in algs):
+            raise ValueError("with jwt_secret, jwt_algorithms must be HS256/HS384/HS512")
+        if self.jwt_public_key_file and any(a.startswith("HS") or a == "none" for a in algs):
+            # an HS algorithm with a public key lets anyone sign with the (public) key
+            raise ValueError("with jwt_public_key_file, jwt_algorithms must be RS*/ES*/PS*")
+        return self
+
+    @property
+    def auth_configured(self) -> bool:
+        return bool(
+            self.api_keys or self.api_key_file or self.jwt_secret or self.jwt_public_key_file
+        )
 
     @field_validator("log_level")
     @classmethod

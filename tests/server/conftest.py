@@ -108,4 +108,4 @@ def demo_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo(start_server, demo_cache) -> ServerProcess:
     """The bundled demo model, served exactly as the README's run command does (no MODEL)."""
-    return start_server("--cache-dir", str(demo_cache), "--log-format", "json")
+    return start_server("--no-auth", "--cache-dir", str(demo_cache), "--log-format", "json")

@@ -13,7 +13,7 @@ ALPHABET = "abcdefghijklmnopqrstuvwxyz \n"
 
 
 class FakeEngine:
-    def __init__(self, max_model_len: int = 64, delay: float = 0.0):
+    def __init__(self, max_model_len: int = 64, delay: float = 0.0, stop_after: int | None = None):
         self.info = ModelInfo(
             name="fake",
             path="/fake",
@@ -23,6 +23,7 @@ class FakeEngine:
             created=int(time.time()),
         )
         self.delay = delay
+        self.stop_after = stop_after  # end every generation early, as a stop string would
         self.dead = False
         self.active = 0  # generations in progress (to see aborts)
         self.seen: list[tuple[list[int], Sampling, str]] = []
@@ -43,19 +44,19 @@ class FakeEngine:
         self.active += 1
         try:
             ids = {j: [] for j in range(s.n)}
-            for step in range(s.max_tokens):
+            steps = min(s.max_tokens, self.stop_after or s.max_tokens)
+            reason = "stop" if steps < s.max_tokens else "length"
+            for step in range(steps):
                 await asyncio.sleep(self.delay)
                 if self.dead:
                     raise EngineDead("dead")
-                last = step == s.max_tokens - 1
+                last = step == steps - 1
                 choices = []
                 for j in range(s.n):
                     t = (prompt_ids[-1] + 1 + step + j) % len(ALPHABET)
                     ids[j].append(t)
                     lps = [self._position(t)] if s.logprobs is not None else None
-                    choices.append(
-                        ChoiceUpdate(j, ALPHABET[t], [t], lps, "length" if last else None)
-                    )
+                    choices.append(ChoiceUpdate(j, ALPHABET[t], [t], lps, reason if last else None))
                 if s.stream:
                     yield Update(prompt_ids, choices, None, last)
             if not s.stream:
@@ -67,7 +68,7 @@ class FakeEngine:
                             self.decode(ids[j]),
                             ids[j],
                             [self._position(t) for t in ids[j]] if s.logprobs is not None else None,
-                            "length",
+                            reason,
                         )
                         for j in range(s.n)
                     ],

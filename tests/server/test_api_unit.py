@@ -21,8 +21,9 @@ def client(engine):
     async def load():
         return engine
 
-    app = create_app(Settings(max_request_bytes=4096), load, registry=CollectorRegistry())
-    with TestClient(app) as c:
+    settings = Settings(max_request_bytes=4096, api_keys=["sk-test"])
+    app = create_app(settings, load, registry=CollectorRegistry())
+    with TestClient(app, headers={"Authorization": "Bearer sk-test"}) as c:
         for _ in range(100):  # the engine loads in a background task
             if c.get("/ready").status_code == 200:
                 break

@@ -138,7 +138,7 @@ def _engine_core(server) -> psutil.Process:
 
 
 def test_engine_death_ends_streams_and_exits_nonzero(start_server, demo_cache):
-    server = start_server("--cache-dir", str(demo_cache), "--log-format", "json")
+    server = start_server("--no-auth", "--cache-dir", str(demo_cache), "--log-format", "json")
     core = _engine_core(server)
     with (
         httpx.Client(timeout=60) as c,

@@ -30,8 +30,20 @@ def test_precedence_is_flags_then_env_then_file_then_default(toml, monkeypatch):
 
 
 def test_vllm_flag_spellings(monkeypatch):
-    s = load_settings(["/m", "--max-model-len", "128", "--enforce-eager", "--dtype", "float32",
-                       "--served-model-name", "demo", "--tensor-parallel-size", "2"])
+    s = load_settings(
+        [
+            "/m",
+            "--max-model-len",
+            "128",
+            "--enforce-eager",
+            "--dtype",
+            "float32",
+            "--served-model-name",
+            "demo",
+            "--tensor-parallel-size",
+            "2",
+        ]
+    )
     assert (s.model, s.max_model_len, s.enforce_eager, s.dtype) == ("/m", 128, True, "float32")
     assert (s.served_model_name, s.tensor_parallel_size) == ("demo", 2)
 
@@ -42,15 +54,25 @@ def test_config_file_from_environment(toml, monkeypatch):
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "server", "--config", str(tmp_path / "nope.toml")],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "server", "--config", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "config file not found" in out.stderr
 
 
 def test_bad_value_is_a_clear_error():
-    out = subprocess.run([sys.executable, "-m", "server", "--max-logprobs", "50"],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "server", "--max-logprobs", "50"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "max_logprobs" in out.stderr
 
@@ -61,5 +83,6 @@ def test_readme_settings_table_is_generated_from_descriptions():
 
     readme = (REPO / "README.md").read_text()
     assert settings_table.replaced(readme) == readme, (
-        "README settings table is stale: run .venv/bin/python scripts/settings_table.py --write")
+        "README settings table is stale: run .venv/bin/python scripts/settings_table.py --write"
+    )
     assert settings_table.table() in readme
