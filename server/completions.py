@@ -10,10 +10,18 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .errors import APIError, internal, unavailable
-from .generation import ChoiceUpdate, Engine, EngineDead, TokenLogprob, Update
+from .errors import APIError, internal, invalid, unavailable
+from .generation import (
+    ChoiceUpdate,
+    Engine,
+    EngineDead,
+    EngineRejected,
+    Sampling,
+    TokenLogprob,
+    Update,
+)
 from .metrics import Metrics
 from .prepare import Prepared, PreparedPrompt
 
@@ -99,10 +107,17 @@ class Completions:
             "finish_reason": c.finish_reason,
         }
 
+    def check(self, job: Job) -> None:
+        """Let the engine refuse the parameters now (400), before a stream sends its 200."""
+        try:
+            self.engine.check(engine_sampling(job.work.sampling))
+        except EngineRejected as e:
+            raise invalid(str(e)) from e
+
     async def _final(self, job: Job, i: int, request_id: str) -> Update:
         prompt = job.work.prompts[i]
         last = None
-        async for update in self.engine.generate(prompt.token_ids, job.work.sampling, request_id):
+        async for update in generate(self.engine, prompt.token_ids, job.work.sampling, request_id):
             last = update
         assert last is not None and last.finished, "engine ended a request without a final output"
         return last
@@ -115,6 +130,8 @@ class Completions:
             )
         except EngineDead as e:
             raise unavailable("The inference engine stopped; retry on another replica.") from e
+        except EngineRejected as e:
+            raise invalid(str(e)) from e
         choices = []
         for i, update in enumerate(finals):
             for c in sorted(update.choices, key=lambda c: c.index):
@@ -162,6 +179,8 @@ class Completions:
             self._count(job)
             if job.work.include_usage:
                 yield self._chunk(job, [], job.usage())
+        except EngineRejected as e:
+            yield invalid(str(e)).sse_event()
         except EngineDead:
             yield unavailable("The inference engine stopped; retry on another replica.").sse_event()
         except APIError as e:
@@ -170,6 +189,23 @@ class Completions:
             log.exception("stream %s failed", job.id)
             yield internal().sse_event()
         yield "data: [DONE]\n\n"
+
+
+async def generate(
+    engine: Engine, prompt_token_ids: list[int], sampling: Sampling, request_id: str
+) -> AsyncIterator[Update]:
+    """engine.generate, plus OpenAI's n > 1 at temperature 0: vLLM refuses it, but greedy
+    choices are all the same, so the engine computes one and it is handed out n times."""
+    copies = sampling.n if engine_sampling(sampling) is not sampling else 1
+    async for update in engine.generate(prompt_token_ids, engine_sampling(sampling), request_id):
+        if copies > 1:
+            update.choices = [replace(c, index=j) for c in update.choices for j in range(copies)]
+        yield update
+
+
+def engine_sampling(sampling: Sampling) -> Sampling:
+    """What the engine is asked for: n=1 when greedy (see `generate`)."""
+    return replace(sampling, n=1) if sampling.temperature == 0 and sampling.n > 1 else sampling
 
 
 async def _merged(
@@ -182,7 +218,7 @@ async def _merged(
     async def pump(i: int, prompt: PreparedPrompt) -> None:
         try:
             rid = f"{request_id}-{i}"
-            async for u in engine.generate(prompt.token_ids, job.work.sampling, rid):
+            async for u in generate(engine, prompt.token_ids, job.work.sampling, rid):
                 await queue.put((i, u))
             await queue.put((i, done))
         except Exception as e:  # handed to the consumer, which re-raises it

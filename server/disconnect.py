@@ -30,7 +30,8 @@ async def unless_disconnected(request: Request, work: Coroutine[Any, Any, Any]) 
     finally:
         watcher.cancel()
         if not task.done():
-            task.cancel()
+            task.cancel()  # closes the engine generators: vLLM aborts the requests
+            await asyncio.gather(task, return_exceptions=True)
     if task.cancelled():
         return Response(status_code=499)
     return task.result()

@@ -13,13 +13,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from vllm import AsyncEngineArgs, SamplingParams, TokensPrompt
+from vllm.exceptions import VLLMValidationError
 from vllm.platforms import current_platform
 from vllm.sampling_params import RequestOutputKind
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from .generation import ChoiceUpdate, EngineDead, ModelInfo, Sampling, TokenLogprob, Update
+from .generation import (
+    ChoiceUpdate,
+    EngineDead,
+    EngineRejected,
+    ModelInfo,
+    Sampling,
+    TokenLogprob,
+    Update,
+)
 from .settings import Settings
 
 log = logging.getLogger("nanoserve.engine")
@@ -55,6 +64,7 @@ def _model_dtype(model_dir: Path, requested: str) -> str:
 
 
 def _engine_args(model_dir: Path, name: str, s: Settings) -> AsyncEngineArgs:
+    on_cpu = current_platform.is_cpu()
     return AsyncEngineArgs(
         model=str(model_dir),
         served_model_name=[name],
@@ -68,6 +78,7 @@ def _engine_args(model_dir: Path, name: str, s: Settings) -> AsyncEngineArgs:
         tensor_parallel_size=s.tensor_parallel_size,
         seed=s.seed,
         max_logprobs=s.max_logprobs,
+        kv_cache_memory_bytes=int(s.cpu_kvcache_space * 2**30) if on_cpu else None,
         disable_log_stats=False,  # keeps vllm:* metrics flowing into the default registry
     )
 
@@ -134,8 +145,6 @@ class VLLMEngine:
     @classmethod
     async def start(cls, model_dir: Path, name: str, settings: Settings) -> "VLLMEngine":
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-        if settings.cpu_kvcache_space is not None:
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kvcache_space)
         if current_platform.is_cpu():
             _check_cpu_head_size(model_dir)
         args = _engine_args(model_dir, name, settings)
@@ -169,10 +178,19 @@ class VLLMEngine:
     ) -> AsyncIterator[Update]:
         prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
         try:
-            async for ro in self.llm.generate(prompt, _sampling_params(sampling), request_id):
+            params = _sampling_params(sampling)
+            async for ro in self.llm.generate(prompt, params, request_id):
                 yield _update(ro)
         except EngineDeadError as e:
             raise EngineDead(str(e)) from e
+        except VLLMValidationError as e:
+            raise EngineRejected(str(e)) from e
+
+    def check(self, sampling: Sampling) -> None:
+        try:
+            _sampling_params(sampling)
+        except VLLMValidationError as e:
+            raise EngineRejected(str(e)) from e
 
     async def check_health(self) -> None:
         try:

@@ -18,6 +18,8 @@ from .usage import Usage
 log = logging.getLogger("nanoserve.guard")
 
 OPEN_PATHS = frozenset({"/", "/health", "/live", "/ready"})
+# Authenticated but not rate-limited: a scraper must see the outage that limits would hide.
+UNMETERED_PATHS = frozenset({"/metrics"})
 
 UNAUTHORIZED = APIError(
     "Missing or invalid credentials: send 'Authorization: Bearer <API key or JWT>'.",
@@ -54,6 +56,8 @@ class Guard:
             return await _send_error(send, UNAUTHORIZED)
         state = scope.setdefault("state", {})
         state["caller"] = caller.id
+        if scope["path"] in UNMETERED_PATHS:
+            return await self.app(scope, receive, send)
         try:
             ticket = await self.limiter.admit(caller)
         except APIError as e:

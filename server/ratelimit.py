@@ -71,10 +71,10 @@ class RateLimiter:
         self.window = FixedWindowRateLimiter(self.storage)
         self.fail_open = settings.ratelimit_fail_open
         self.window_seconds = settings.ratelimit_window
+        self.on_storage_error = on_storage_error or (lambda: None)
 
     def _item(self, amount: int) -> RateLimitItemPerSecond:
         return RateLimitItemPerSecond(amount, self.window_seconds)
-        self.on_storage_error = on_storage_error or (lambda: None)
 
     async def _guard(self, op):
         try:

@@ -28,6 +28,7 @@ async def create_completion(body: CompletionRequest, request: Request):
     work = prepare(body, engine.info, request.app.state.settings, engine.encode)
     rid = request.state.request_id
     job = Job(id=f"cmpl-{rid}", model=engine.info.name, work=work)
+    service.check(job)
     await reserve_tokens(request, job.max_tokens_total)
     request.state.job = job  # the guard settles the caller's usage from it at the end
     if body.stream:

@@ -142,8 +142,11 @@ class Settings(BaseSettings):
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="GPU only: share of GPU memory vLLM may use."
     )
-    cpu_kvcache_space: float | None = Field(
-        None, gt=0, description="CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE)."
+    cpu_kvcache_space: float = Field(
+        2.0,
+        gt=0,
+        description="CPU only: KV-cache size in GiB. (vLLM's own default reserves 90% of RAM "
+        "and refuses to start when other processes hold memory.)",
     )
     enforce_eager: bool = Field(False, description="Disable CUDA graphs / compilation.")
     quantization: str | None = Field(None, description="vLLM quantization method, if any.")

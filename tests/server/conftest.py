@@ -32,7 +32,6 @@ class ServerProcess:
         self.log_path = log_path
         full_env = {
             **os.environ,
-            "VLLM_CPU_KVCACHE_SPACE": "1",
             "VLLM_NO_USAGE_STATS": "1",
             **(env or {}),
         }
@@ -47,6 +46,8 @@ class ServerProcess:
                 str(self.port),
                 "--host",
                 "127.0.0.1",
+                "--cpu-kvcache-space",
+                "1",
             ],
             cwd=REPO,
             env=full_env,
@@ -109,3 +110,72 @@ def demo_cache(tmp_path_factory) -> Path:
 def demo(start_server, demo_cache) -> ServerProcess:
     """The bundled demo model, served exactly as the README's run command does (no MODEL)."""
     return start_server("--no-auth", "--cache-dir", str(demo_cache), "--log-format", "json")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server (Debian's package; scripts/setup.sh --with-redis) on loopback."""
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("redis-server did not start")
+    yield f"redis://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def fake_server(tmp_path):
+    """Start fake-engine servers (real app, fake engine) with the given flags."""
+    started = []
+
+    def start(*args: str) -> str:
+        port = free_port()
+        log = (tmp_path / f"fake-{port}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests/server/fake_server.py"), *args, "--port", str(port)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append((proc, log))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("fake server did not start")
+
+    yield start
+    for proc, log in started:
+        proc.terminate()
+        proc.wait(20)
+        log.close()

@@ -84,6 +84,9 @@ class FakeEngine:
         if self.dead:
             raise EngineDead("dead")
 
+    def check(self, sampling: Sampling) -> None:
+        pass
+
     def num_unfinished(self) -> int:
         return self.active
 

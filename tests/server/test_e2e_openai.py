@@ -36,7 +36,7 @@ def reference():
 
 
 def encode(vocab, text):
-    return [vocab.stoi[c] for c in text]
+    return [vocab.itos.index(c) for c in text]
 
 
 def decode(vocab, ids):
