@@ -121,6 +121,10 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, vocab_size) for token ids (B, T)."""
+        return self.lm_head(self.hidden_states(idx))
+
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final (post-ln_f) hidden states (B, T, n_embd): what lm_head turns into logits."""
         seq_len = idx.shape[1]
         assert seq_len <= self.config.block_size, (
             f"sequence {seq_len} > block_size {self.config.block_size}"
@@ -129,7 +133,7 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x)
-        return self.lm_head(self.transformer.ln_f(x))
+        return self.transformer.ln_f(x)
 
     @torch.no_grad()
     def generate_greedy(self, ids: list[int], max_new_tokens: int) -> list[int]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.cli import ALIASES, POSITIONAL  # noqa: E402
-from server.settings import Settings  # noqa: E402
+from server.cli import ALIASES, POSITIONAL
+from server.settings import Settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- settings-table:begin -->", "<!-- settings-table:end -->"
@@ -29,8 +29,11 @@ def _default(field) -> str:
 def table() -> str:
     rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        flag = "MODEL (positional)" if name in POSITIONAL else ALIASES.get(
-            name, "--" + name.replace("_", "-"))
+        flag = (
+            "MODEL (positional)"
+            if name in POSITIONAL
+            else ALIASES.get(name, "--" + name.replace("_", "-"))
+        )
         env = f"NANOSERVE_{name.upper()}"
         desc = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{flag}` | `{env}` | {_default(field)} | {desc} |")

@@ -20,6 +20,8 @@ from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
+from convert.tokenizer import load_char_vocab
+
 from .generation import (
     ChoiceUpdate,
     EngineDead,
@@ -206,11 +208,8 @@ class VLLMEngine:
 
 
 def _char_vocab(model_dir: Path) -> frozenset[str] | None:
-    """The characters a char-level model knows (from the converter's provenance), else None."""
-    meta = model_dir / "nanoserve.json"
-    if not meta.is_file():
+    """The characters a char-level model knows (from the converter's records), else None."""
+    if not (model_dir / "nanoserve.json").is_file():  # a directory nanoserve did not convert
         return None
-    if json.loads(meta.read_text()).get("tokenizer", {}).get("kind") != "char":
-        return None
-    vocab = json.loads((model_dir / "tokenizer.json").read_text())["model"]["vocab"]
-    return frozenset(vocab)
+    vocab = load_char_vocab(model_dir)
+    return frozenset(vocab) if vocab is not None else None

@@ -6,6 +6,8 @@ work starts: bad input is never a 5xx (the openai SDK would send it three times)
 
 from dataclasses import dataclass
 
+from convert.tokenizer import unknown_chars
+
 from .errors import APIError, invalid, model_not_found
 from .generation import ModelInfo, Sampling
 from .protocol import CompletionRequest
@@ -51,7 +53,7 @@ def encode_prompt(text: str, i: int, info: ModelInfo, encode) -> list[int]:
     if text == "":
         raise invalid(f"Prompt {i} is empty; send at least one character.", "prompt")
     if info.char_vocab is not None:
-        unknown = sorted(set(text) - info.char_vocab)
+        unknown = unknown_chars(text, info.char_vocab)
         if unknown:
             shown = ", ".join(repr(c) for c in unknown[:10])
             more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
