@@ -86,3 +86,11 @@ def test_readme_settings_table_is_generated_from_descriptions():
         "README settings table is stale: run .venv/bin/python scripts/settings_table.py --write"
     )
     assert settings_table.table() in readme
+
+
+def test_api_keys_from_repeated_flag_and_comma_separated_env(monkeypatch):
+    s = load_settings(["--api-key", "k1", "--api-key", "k2"])
+    assert [k.get_secret_value() for k in s.api_keys] == ["k1", "k2"]
+    monkeypatch.setenv("NANOSERVE_API_KEYS", "k3, k4")
+    assert [k.get_secret_value() for k in Settings().api_keys] == ["k3", "k4"]
+    assert "k3" not in repr(Settings())  # secrets stay out of reprs and logs
