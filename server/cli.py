@@ -10,11 +10,13 @@ import logging
 import sys
 import types
 import typing
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import uvicorn
 from pydantic import ValidationError
 
+from .generation import Engine
 from .settings import Settings
 
 log = logging.getLogger("nanoserve.cli")
@@ -84,7 +86,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def auth_problem(s: Settings) -> str | None:
-    """Why these settings must not serve, or None. Warns loudly when serving without auth."""
+    """Why these settings must not serve, or None."""
     if s.no_auth:
         if not _is_loopback(s.host) and not s.allow_public_no_auth:
             return (
@@ -92,12 +94,6 @@ def auth_problem(s: Settings) -> str | None:
                 "reachable from other machines. Configure --api-key/--api-key-file/--jwt-*, "
                 "bind 127.0.0.1, or add --allow-public-no-auth if you really mean it"
             )
-        log.warning(
-            "AUTHENTICATION IS DISABLED (--no-auth): anyone who can reach %s:%d can use "
-            "this server",
-            s.host,
-            s.port,
-        )
         return None
     if not s.auth_configured:
         return (
@@ -108,8 +104,8 @@ def auth_problem(s: Settings) -> str | None:
 
 
 def serve(settings: Settings) -> int:
+    """Resolve MODEL, then run the server on vLLM. Returns the process exit code."""
     from . import logs
-    from .app import create_app
     from .model_source import ModelResolutionError, resolve
 
     logs.configure(settings)
@@ -124,6 +120,28 @@ def serve(settings: Settings) -> int:
     name = settings.served_model_name or default_name
     from .engine import VLLMEngine  # imports vLLM (~15 s): only once there is something to serve
 
+    log.info("loading model %s from %s", name, model_dir)
+    return run(settings, lambda: VLLMEngine.start(model_dir, name, settings))
+
+
+def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int:
+    """Serve until SIGTERM/SIGINT or until the engine can't go on (returns 1).
+
+    On a signal, uvicorn stops accepting, lets in-flight requests finish (up to
+    graceful_shutdown_timeout), then re-raises the signal so a supervisor sees why it ended."""
+    from .app import create_app
+    from .keyfile import KeyFileError
+
+    if problem := auth_problem(settings):  # (again: run() has callers besides serve())
+        log.error("%s", problem)
+        return 2
+    if settings.no_auth:
+        log.warning(
+            "AUTHENTICATION IS DISABLED (--no-auth): anyone who can reach %s:%d can use "
+            "this server",
+            settings.host,
+            settings.port,
+        )
     exit_code = 0
 
     def on_fatal(code: int) -> None:
@@ -131,9 +149,11 @@ def serve(settings: Settings) -> int:
         exit_code = code
         server.should_exit = True
 
-    app = create_app(
-        settings, lambda: VLLMEngine.start(model_dir, name, settings), on_fatal=on_fatal
-    )
+    try:
+        app = create_app(settings, load_engine, on_fatal=on_fatal)
+    except (KeyFileError, OSError) as e:  # a bad key file or JWT key: say so, don't trace
+        log.error("%s", e)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -145,13 +165,7 @@ def serve(settings: Settings) -> int:
     )
     server = _Server(config)
     server.runtime = app.state.runtime
-    log.info(
-        "listening on http://%s:%d, loading model %s from %s",
-        settings.host,
-        settings.port,
-        name,
-        model_dir,
-    )
+    log.info("listening on http://%s:%d", settings.host, settings.port)
     server.run()
     return exit_code
 

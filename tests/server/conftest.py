@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -149,12 +150,18 @@ def redis_url(tmp_path_factory):
     proc.wait(10)
 
 
+@dataclass
+class FakeServer:
+    url: str
+    proc: subprocess.Popen
+
+
 @pytest.fixture
 def fake_server(tmp_path):
     """Start fake-engine servers (real app, fake engine) with the given flags."""
     started = []
 
-    def start(*args: str) -> str:
+    def start(*args: str) -> FakeServer:
         port = free_port()
         log = (tmp_path / f"fake-{port}.log").open("wb")
         proc = subprocess.Popen(
@@ -169,13 +176,14 @@ def fake_server(tmp_path):
         while time.monotonic() < deadline:
             try:
                 if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                    return url
+                    return FakeServer(url, proc)
             except httpx.TransportError:
                 time.sleep(0.2)
         raise RuntimeError("fake server did not start")
 
     yield start
     for proc, log in started:
-        proc.terminate()
-        proc.wait(20)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(20)
         log.close()

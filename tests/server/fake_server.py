@@ -1,28 +1,31 @@
-"""`python tests/server/fake_server.py [serve flags]`: the real app, HTTP stack, settings and
-limiter, with the fake engine behind them — for multi-process tests of shared rate limits,
-where the engine is beside the point and two real engines would cost minutes."""
+"""`python tests/server/fake_server.py [--fake-delay S] [serve flags]`: the real runner, app,
+HTTP stack, settings and limiter, with the fake engine behind them — for multi-process tests
+(shared rate limits, draining) where the engine is beside the point and real engines would
+cost minutes each."""
 
 import sys
 from pathlib import Path
 
-import uvicorn
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from server.app import create_app
-from server.cli import load_settings
+from server import logs
+from server.cli import load_settings, run
 from tests.server.fakes import FakeEngine
 
 
-def main() -> None:
-    settings = load_settings(sys.argv[1:])
+def main() -> int:
+    args = sys.argv[1:]
+    delay = 0.0
+    if args[:1] == ["--fake-delay"]:
+        delay, args = float(args[1]), args[2:]
+    settings = load_settings(args)
+    logs.configure(settings)
 
     async def load():
-        return FakeEngine()
+        return FakeEngine(delay=delay)
 
-    app = create_app(settings, load)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return run(settings, load)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

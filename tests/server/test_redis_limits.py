@@ -20,7 +20,7 @@ def test_two_processes_enforce_one_combined_limit(redis_url, fake_server):
         "--ratelimit-storage",
         redis_url,
     )
-    a, b = fake_server(*flags), fake_server(*flags)
+    a, b = fake_server(*flags).url, fake_server(*flags).url
     codes = [
         httpx.post(f"{url}/v1/completions", json=BODY, headers=KEY).status_code
         for url in (a, b, a, b, a, b, a)
@@ -39,7 +39,7 @@ def test_tokens_per_minute_are_shared_too(redis_url, fake_server):
         "--ratelimit-storage",
         redis_url + "/1",
     )
-    a, b = fake_server(*flags), fake_server(*flags)
+    a, b = fake_server(*flags).url, fake_server(*flags).url
     r = httpx.post(f"{a}/v1/completions", json=BODY, headers=KEY)  # 3 + 2 tokens
     assert r.headers["x-ratelimit-remaining-tokens"] == "7"
     r = httpx.post(f"{b}/v1/completions", json=BODY, headers=KEY)
@@ -61,7 +61,7 @@ def test_unreachable_redis_fails_closed_by_default(fake_server, fail_open):
     ]  # nothing listens
     if fail_open:
         flags.append("--ratelimit-fail-open")
-    url = fake_server(*flags)
+    url = fake_server(*flags).url
     r = httpx.post(f"{url}/v1/completions", json=BODY, headers=KEY, timeout=30)
     if fail_open:
         assert r.status_code == 200, r.text

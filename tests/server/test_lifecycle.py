@@ -1,0 +1,84 @@
+"""Process lifecycle through the real runner (fake engine): draining, refusing to start, pings."""
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from server import completions
+from server.app import create_app
+from server.settings import Settings
+from tests.server.conftest import REPO
+from tests.server.fakes import FakeEngine
+
+KEY = {"Authorization": "Bearer k"}
+
+
+def test_sigterm_lets_in_flight_requests_finish_before_exit(fake_server):
+    server = fake_server("--fake-delay", "0.05", "--api-key", "k")
+    result = {}
+
+    def slow():  # 40 tokens x 50 ms: ~2 s
+        r = httpx.post(
+            f"{server.url}/v1/completions",
+            headers=KEY,
+            timeout=30,
+            json={"model": "fake", "prompt": "abc", "max_tokens": 40},
+        )
+        result["status"], result["usage"] = r.status_code, r.json().get("usage")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.5)
+    server.proc.send_signal(signal.SIGTERM)
+    t.join(30)
+    assert result["status"] == 200
+    assert result["usage"]["completion_tokens"] == 40
+    # uvicorn re-raises the signal after its graceful shutdown: "ended by SIGTERM", not a crash
+    assert server.proc.wait(30) == -signal.SIGTERM
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        ([], "no credentials configured"),
+        (["--no-auth", "--host", "0.0.0.0"], "refusing to serve without authentication"),
+        (["--api-key-file", "/nonexistent/keys"], "cannot read key file"),
+    ],
+)
+def test_unsafe_or_broken_setups_refuse_to_start(flags, message):
+    out = subprocess.run(
+        [sys.executable, str(REPO / "tests/server/fake_server.py"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
+def test_idle_streams_get_ping_comments(monkeypatch):
+    monkeypatch.setattr(completions, "PING_SECONDS", 0.05)
+
+    async def load():
+        return FakeEngine(delay=0.3)
+
+    app = create_app(Settings(api_keys=["k"]), load, registry=CollectorRegistry())
+    with TestClient(app, headers=KEY) as c:
+        while c.get("/ready").status_code != 200:
+            time.sleep(0.01)
+        with c.stream(
+            "POST",
+            "/v1/completions",
+            json={"model": "fake", "prompt": "a", "max_tokens": 2, "stream": True},
+        ) as r:
+            lines = [line for line in r.iter_lines() if line]
+    assert ": ping" in lines
+    assert lines[-1] == "data: [DONE]"
