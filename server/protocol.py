@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 log = logging.getLogger("nanoserve.protocol")
 
-Number = StrictInt | float  # JSON numbers; bools are refused by StrictInt and by float in strict
 TokenIds = list[StrictInt]
 Prompt = StrictStr | list[StrictStr] | TokenIds | list[TokenIds]
 
