@@ -5,11 +5,12 @@ process (serving never unpickles), into `cache_dir/<sha256 prefix>`; later start
 No MODEL: the bundled Shakespeare demo checkpoint.
 """
 
-import hashlib
 import logging
 import subprocess
 import sys
 from pathlib import Path
+
+from convert.output import sha256_file
 
 log = logging.getLogger("nanoserve.model")
 
@@ -18,14 +19,6 @@ DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "examples" / "shakesp
 
 class ModelResolutionError(Exception):
     """MODEL can't be served; the message says why."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _checkpoint_file(path: Path) -> Path | None:
@@ -37,7 +30,7 @@ def _checkpoint_file(path: Path) -> Path | None:
 
 
 def _convert_cached(ckpt: Path, cache_dir: Path) -> Path:
-    out = cache_dir / _sha256(ckpt)[:16]
+    out = cache_dir / sha256_file(ckpt)[:16]
     if (out / "config.json").is_file():
         log.info("using cached conversion %s of %s", out, ckpt)
         return out
