@@ -6,15 +6,13 @@ The converted directory is loaded as is. `generate` runs in its own thread and h
 token over through a streamer, so the server can stream it at once (`naive_api`).
 """
 
-import argparse
 import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import naive_api
 import torch
-from naive_api import create_app, serve
-from tokenizers import Tokenizer
 from transformers import GPT2LMHeadModel
 from transformers.generation.streamers import BaseStreamer
 
@@ -68,15 +66,10 @@ def generator(model: GPT2LMHeadModel):
     return generate
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model_dir", type=Path, help="a directory written by `nanoserve convert`")
-    ap.add_argument("--port", type=int, required=True)
-    args = ap.parse_args()
-    model = GPT2LMHeadModel.from_pretrained(args.model_dir, dtype=torch.float32).eval()
-    tokenizer = Tokenizer.from_file(str(args.model_dir / "tokenizer.json"))
-    serve(create_app(args.model_dir.name, tokenizer, generator(model)), args.port)
+def load(model_dir: Path):
+    model = GPT2LMHeadModel.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return generator(model)
 
 
 if __name__ == "__main__":
-    main()
+    naive_api.main(__doc__, load)

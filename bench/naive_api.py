@@ -7,11 +7,13 @@ prompt, `max_tokens`, `temperature`, non-streaming responses and SSE streams wit
 `stream_options.include_usage`. No auth (the seed had none); the benchmark's bearer is ignored.
 """
 
+import argparse
 import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -99,6 +101,13 @@ def create_app(name: str, tokenizer: Tokenizer, generate: Generate) -> FastAPI:
     return app
 
 
-def serve(app: FastAPI, port: int) -> None:
-    """uvicorn on loopback, keep-alive as nanoserve's default (clients reuse connections alike)."""
-    uvicorn.run(app, host="127.0.0.1", port=port, timeout_keep_alive=75, access_log=False)
+def main(doc: str, make_generate: Callable[[Path], Generate]) -> None:
+    """`SERVER MODEL_DIR --port P`: serve a converted directory with `make_generate(dir)`."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("model_dir", type=Path, help="a directory written by `nanoserve convert`")
+    ap.add_argument("--port", type=int, required=True)
+    args = ap.parse_args()
+    tokenizer = Tokenizer.from_file(str(args.model_dir / "tokenizer.json"))
+    app = create_app(args.model_dir.name, tokenizer, make_generate(args.model_dir))
+    # loopback only; keep-alive as nanoserve's default, so clients reuse connections alike
+    uvicorn.run(app, host="127.0.0.1", port=args.port, timeout_keep_alive=75, access_log=False)

@@ -7,15 +7,13 @@ request at a time (`naive_api`). Weights come from the converted directory, mapp
 nanoGPT-architecture reference model, so all four servers run the very same weights and vocabulary.
 """
 
-import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import naive_api
 import torch
-from naive_api import create_app, serve
 from safetensors.torch import load_file
-from tokenizers import Tokenizer
 
 from convert.mapping import TRANSPOSED
 from convert.reference import GPT, GPTConfig
@@ -58,15 +56,9 @@ def generator(model: GPT):
     return generate
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model_dir", type=Path, help="a directory written by `nanoserve convert`")
-    ap.add_argument("--port", type=int, required=True)
-    args = ap.parse_args()
-    model = load_reference(args.model_dir)
-    tokenizer = Tokenizer.from_file(str(args.model_dir / "tokenizer.json"))
-    serve(create_app(args.model_dir.name, tokenizer, generator(model)), args.port)
+def load(model_dir: Path):
+    return generator(load_reference(model_dir))
 
 
 if __name__ == "__main__":
-    main()
+    naive_api.main(__doc__, load)
