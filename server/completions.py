@@ -196,8 +196,9 @@ async def generate(
 ) -> AsyncIterator[Update]:
     """engine.generate, plus OpenAI's n > 1 at temperature 0: vLLM refuses it, but greedy
     choices are all the same, so the engine computes one and it is handed out n times."""
-    copies = sampling.n if engine_sampling(sampling) is not sampling else 1
-    async for update in engine.generate(prompt_token_ids, engine_sampling(sampling), request_id):
+    asked = engine_sampling(sampling)
+    copies = sampling.n if asked is not sampling else 1
+    async for update in engine.generate(prompt_token_ids, asked, request_id):
         if copies > 1:
             update.choices = [replace(c, index=j) for c in update.choices for j in range(copies)]
         yield update

@@ -49,6 +49,17 @@ class APIError(Exception):
             }
         }
 
+    async def send(self, send) -> None:
+        """Answer with this error straight from ASGI middleware (before any route runs)."""
+        body = json.dumps(self.body()).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        headers += [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     def sse_event(self) -> str:
         """The error as the last event of a stream that already sent its 200."""
         return f"data: {json.dumps(self.body())}\n\n"

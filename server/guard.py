@@ -6,7 +6,6 @@ route is protected without anyone remembering to, and Host-header or path tricks
 CVE-2026-48746) meet the same check.
 """
 
-import json
 import logging
 
 from .auth import Authenticator
@@ -29,14 +28,6 @@ UNAUTHORIZED = APIError(
 )
 
 
-async def _send_error(send, err: APIError) -> None:
-    body = json.dumps(err.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 class Guard:
     def __init__(
         self, app, auth: Authenticator, limiter: RateLimiter, usage: Usage, metrics_open: bool
@@ -53,7 +44,7 @@ class Guard:
         caller = self.auth.authenticate(scope["headers"])
         if caller is None:
             self.usage.rejected("unauthenticated", "auth")
-            return await _send_error(send, UNAUTHORIZED)
+            return await UNAUTHORIZED.send(send)
         state = scope.setdefault("state", {})
         state["caller"] = caller.id
         if scope["path"] in UNMETERED_PATHS:
@@ -62,7 +53,7 @@ class Guard:
             ticket = await self.limiter.admit(caller)
         except APIError as e:
             self.usage.rejected(caller.id, _reason(e))
-            return await _send_error(send, e)
+            return await e.send(send)
         state["ticket"] = ticket
         self.usage.admitted(caller.id)
         try:

@@ -4,7 +4,6 @@ Every response gets an `x-request-id` (the client's if it is safe, else a fresh 
 size is capped before anything reads it, and each request is logged and counted once.
 """
 
-import json
 import logging
 import re
 import time
@@ -59,7 +58,7 @@ class RequestContext:
         self.metrics.in_flight.inc()
         try:
             if self._declared_size(scope) > self.max_body:
-                return await self._reject_large(send_with_id)
+                return await BodyTooLarge(self.max_body).send(send_with_id)
             await self.app(scope, self._capped(receive), send_with_id)
         finally:
             self.metrics.in_flight.dec()
@@ -84,20 +83,6 @@ class RequestContext:
             return message
 
         return wrapped
-
-    async def _reject_large(self, send) -> None:
-        body = json.dumps(BodyTooLarge(self.max_body).body()).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     def _record(self, scope, rid: str, status: int, seconds: float) -> None:
         route = scope.get("route")
