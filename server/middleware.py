@@ -14,6 +14,7 @@ from .metrics import Metrics
 
 log = logging.getLogger("nanoserve.access")
 
+# A client's id is echoed into headers and logs: nothing that could split a header or a log line
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -34,6 +35,8 @@ class BodyTooLarge(APIError):
 
 
 class RequestContext:
+    """Outermost middleware: request id, body cap, in-flight gauge, one access line per request."""
+
     def __init__(self, app, metrics: Metrics, max_body: int):
         self.app = app
         self.metrics = metrics
@@ -45,7 +48,7 @@ class RequestContext:
         rid = request_id_from(scope["headers"])
         scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
-        status = 500
+        status = 500  # what the log says if the app dies before starting a response
         header = (b"x-request-id", rid.encode())
 
         async def send_with_id(message):
@@ -57,6 +60,8 @@ class RequestContext:
 
         self.metrics.in_flight.inc()
         try:
+            # a declared size is refused before a byte is read; a chunked body is counted as
+            # it arrives (_capped), so neither can make us buffer more than the cap
             if self._declared_size(scope) > self.max_body:
                 return await BodyTooLarge(self.max_body).send(send_with_id, scope["path"])
             await self.app(scope, self._capped(receive), send_with_id)
@@ -68,7 +73,7 @@ class RequestContext:
     def _declared_size(scope) -> int:
         for k, v in scope["headers"]:
             if k == b"content-length":
-                return int(v) if v.isdigit() else 0
+                return int(v) if v.isdigit() else 0  # h11 refuses malformed ones first
         return 0
 
     def _capped(self, receive):
@@ -85,6 +90,8 @@ class RequestContext:
         return wrapped
 
     def _record(self, scope, rid: str, status: int, seconds: float) -> None:
+        # the route template, not the raw path: /v1/models/{model_id} is one label, so a
+        # client can't grow the metric's cardinality by inventing paths
         route = scope.get("route")
         name = getattr(route, "path", "unmatched")
         self.metrics.requests.labels(name, str(status)).inc()

@@ -131,6 +131,8 @@ class RateLimiter:
         if t.limits.concurrency is None:
             return
         key = f"nanoserve/concurrency/{t.caller.id}"
+        # increment, then look: INCR is atomic, so two replicas can't both see the last slot
+        # free (a read-then-write could); over the limit, take it back
         n = await self._guard(self.storage.incr(key, CONCURRENCY_TTL, 1))
         if n > t.limits.concurrency:
             await self._guard(self.storage.incr(key, CONCURRENCY_TTL, -1))
@@ -145,7 +147,7 @@ class RateLimiter:
             return
         item = self._item(t.limits.tpm)
         try:
-            if tokens > t.limits.tpm:
+            if tokens > t.limits.tpm:  # no wait would ever admit it: a 400, not a 429
                 raise APIError(
                     f"This request needs {tokens} tokens (prompt + max_tokens x n), "
                     f"more than your limit of {t.limits.tpm} per minute; lower "
