@@ -9,6 +9,8 @@ import re
 import time
 import uuid
 
+from starlette.exceptions import HTTPException
+
 from .errors import APIError
 from .metrics import Metrics
 
@@ -27,8 +29,12 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
+def _headers_too_large(message: str) -> APIError:
+    return APIError(message, status=431, code="request_header_fields_too_large")
+
+
 class BodyTooLarge(APIError):
-    """Raised from inside the app while it reads the body, so the error handlers answer it."""
+    """413: the body is over the cap."""
 
     def __init__(self, limit: int):
         super().__init__(f"Request body is larger than {limit} bytes.", status=413)
@@ -37,10 +43,14 @@ class BodyTooLarge(APIError):
 class RequestContext:
     """Outermost middleware: request id, body cap, in-flight gauge, one access line per request."""
 
-    def __init__(self, app, metrics: Metrics, max_body: int):
+    def __init__(
+        self, app, metrics: Metrics, max_body: int, max_headers: int, max_header_bytes: int
+    ):
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -62,12 +72,21 @@ class RequestContext:
         try:
             # a declared size is refused before a byte is read; a chunked body is counted as
             # it arrives (_capped), so neither can make us buffer more than the cap
+            if problem := self._head_problem(scope["headers"]):  # before the guard hashes a key
+                return await _headers_too_large(problem).send(send_with_id, scope["path"])
             if self._declared_size(scope) > self.max_body:
                 return await BodyTooLarge(self.max_body).send(send_with_id, scope["path"])
             await self.app(scope, self._capped(receive), send_with_id)
         finally:
             self.metrics.in_flight.dec()
             self._record(scope, rid, status, time.perf_counter() - started)
+
+    def _head_problem(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        if len(headers) > self.max_headers:
+            return f"The request has more than {self.max_headers} header lines."
+        if sum(len(k) + len(v) + 4 for k, v in headers) > self.max_header_bytes:
+            return f"Request headers are larger than {self.max_header_bytes} bytes."
+        return None
 
     @staticmethod
     def _declared_size(scope) -> int:
@@ -84,7 +103,9 @@ class RequestContext:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_body:
-                raise BodyTooLarge(self.max_body)
+                # an HTTPException: FastAPI re-raises those from its body parsing (anything
+                # else it turns into a 400 "error parsing the body"), errors.py shapes it
+                raise HTTPException(413, BodyTooLarge(self.max_body).message)
             return message
 
         return wrapped

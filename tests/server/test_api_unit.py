@@ -290,8 +290,15 @@ def test_unknown_route_is_openai_404(client):
     assert "error" in r.json()
 
 
-def test_metrics_exposes_request_counts(client):
+def test_metrics_exposes_request_counts(client, tmp_path):
     complete(client, prompt="ab", max_tokens=2)
-    text = client.get("/metrics").text
+    keys = tmp_path / "keys"
+    keys.write_text("prom sk-prom metrics\n")
+    keys.chmod(0o600)
+    client.app.state.auth.settings = client.app.state.auth.settings.model_copy(
+        update={"api_key_file": keys}
+    )
+    assert client.app.state.auth.reload()
+    text = client.get("/metrics", headers={"Authorization": "Bearer sk-prom"}).text
     assert 'nanoserve_requests_total{route="/v1/completions",status="200"}' in text
     assert "nanoserve_completion_tokens_total 2.0" in text
