@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from nanoserve import __version__
 
 from . import errors, health, legacy, routes
+from .chat_template import ChatTemplate
 from .engine import Engine
 from .metrics import Metrics
 from .middleware import RequestContext
@@ -48,8 +49,11 @@ def create_app(
     limiter = RateLimiter(settings, on_storage_error=metrics.limiter_errors.inc)
     accounting = Accounting(metrics, settings.usage_max_callers)
 
+    chat_template = ChatTemplate.load(settings.chat_template)  # a bad file fails here, at once
+
     def make_service(engine: Engine) -> CompletionService:
-        return CompletionService(engine, settings, metrics, limiter, accounting)
+        chat_template.check_vocabulary(engine.info.char_vocab)  # StartupError: one log line
+        return CompletionService(engine, settings, metrics, limiter, accounting, chat_template)
 
     runtime = Runtime(load_engine, make_service, metrics, on_fatal)
 

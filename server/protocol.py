@@ -47,6 +47,21 @@ _FLOAT_FIELDS = (
 )
 
 
+def _number(v: Any) -> Any:
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def ints_are_numbers(cls, data: Any) -> Any:
+    """A model validator (mode="before"): JSON ints in the float fields become floats."""
+    if isinstance(data, dict):
+        for key in _FLOAT_FIELDS:
+            if key in data:
+                data[key] = _number(data[key])
+        if isinstance(data.get("logit_bias"), dict):
+            data["logit_bias"] = {k: _number(v) for k, v in data["logit_bias"].items()}
+    return data
+
+
 class CompletionRequest(BaseModel):
     """POST /v1/completions. Unknown fields are accepted and ignored (logged at debug)."""
 
@@ -117,20 +132,7 @@ class CompletionRequest(BaseModel):
         None, max_length=64, description="Token ids that end a choice."
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _ints_are_numbers(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in _FLOAT_FIELDS:
-                v = data.get(key)
-                if isinstance(v, int) and not isinstance(v, bool):
-                    data[key] = float(v)
-            if isinstance(data.get("logit_bias"), dict):
-                data["logit_bias"] = {
-                    k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-                    for k, v in data["logit_bias"].items()
-                }
-        return data
+    _ints_are_numbers = model_validator(mode="before")(classmethod(ints_are_numbers))
 
     @model_validator(mode="after")
     def _log_unknown(self) -> "CompletionRequest":

@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 LogFormat = Literal["json", "text"]
+SAGEMAKER_PORT = 8080
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 
 
@@ -51,6 +52,12 @@ class Settings(BaseSettings):
     config_file: Path | None = Field(
         None, description="TOML file with any of these settings (CLI: --config)."
     )
+    chat_template: Path | None = Field(
+        None,
+        description="Jinja chat template for /v1/chat/completions (Hugging Face's format: a "
+        ".jinja file, or a tokenizer_config.json with a `chat_template`). Default: a plain "
+        "transcript, `role: content` lines, then `assistant:`.",
+    )
 
     # --- HTTP
     host: str = Field("127.0.0.1", description="Address to listen on.")
@@ -63,6 +70,12 @@ class Settings(BaseSettings):
     )
     graceful_shutdown_timeout: int = Field(
         30, ge=0, description="Seconds in-flight requests get to finish after SIGTERM."
+    )
+    sagemaker: bool = Field(
+        False,
+        description="SageMaker container mode: GET /ping and POST /invocations answer without "
+        "credentials (SageMaker authenticates callers at its endpoint), on port 8080 unless "
+        "--port is given. Every other route keeps its authentication.",
     )
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     log_format: LogFormat = Field("json", description="`json` (one object a line) or `text`.")
@@ -94,7 +107,8 @@ class Settings(BaseSettings):
         False, description="Serve without credentials (loud warning; loopback only)."
     )
     allow_public_no_auth: bool = Field(
-        False, description="With --no-auth, also allow a non-loopback --host. Think twice."
+        False,
+        description="With --no-auth or --sagemaker, also allow a non-loopback --host. Think twice.",
     )
     metrics_open: bool = Field(False, description="Serve /metrics without credentials.")
 
@@ -185,6 +199,13 @@ class Settings(BaseSettings):
         if self.jwt_public_key_file and any(a.startswith("HS") or a == "none" for a in algs):
             # an HS algorithm with a public key lets anyone sign with the (public) key
             raise ValueError("with jwt_public_key_file, jwt_algorithms must be RS*/ES*/PS*")
+        return self
+
+    @model_validator(mode="after")
+    def _sagemaker_port(self) -> "Settings":
+        # SageMaker sends /ping and /invocations to port 8080 of the container
+        if self.sagemaker and "port" not in self.model_fields_set:
+            self.port = SAGEMAKER_PORT
         return self
 
     @property
