@@ -63,14 +63,16 @@ def _content(m: ChatMessage, i: int) -> str:
     return "".join(texts)
 
 
-def render(req: ChatCompletionRequest, template: ChatTemplate) -> str:
+def render(
+    req: ChatCompletionRequest, template: ChatTemplate, generation_prompt: bool = True
+) -> str:
     """The prompt the template makes of `req.messages` ("developer" is OpenAI's "system")."""
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": _content(m, i)}
         for i, m in enumerate(req.messages)
     ]
     try:
-        return template.render(messages)
+        return template.render(messages, generation_prompt)
     except TemplateError as e:  # a template's raise_exception("..."): the conversation's fault
         raise invalid(f"The chat template refused these messages: {e}", "messages") from e
 

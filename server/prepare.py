@@ -43,7 +43,8 @@ def _prompt_list(prompt) -> list[str | list[int]]:
     return list(prompt)
 
 
-def _check_ids(ids: list[int], info: ModelInfo, param: str) -> None:
+def check_token_ids(ids: list[int], info: ModelInfo, param: str) -> None:
+    """400 naming `param` if an id is outside the model's vocabulary."""
     bad = [t for t in ids if not 0 <= t < info.vocab_size]
     if bad:
         raise invalid(
@@ -51,20 +52,26 @@ def _check_ids(ids: list[int], info: ModelInfo, param: str) -> None:
         )
 
 
+def known_characters(text: str, info: ModelInfo, param: str, what: str) -> None:
+    """400 naming `param` if a character-level model does not know a character of `text`."""
+    if info.char_vocab is None:
+        return
+    unknown = unknown_chars(text, info.char_vocab)
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown[:10])
+        more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+        raise invalid(
+            f"{what} has characters this character-level model does not know: "
+            f"{shown}{more}. Remove or replace them.",
+            param,
+            code="unknown_characters",
+        )
+
+
 def _encode(text: str, i: int, info: ModelInfo, encode) -> list[int]:
     if text == "":
         raise invalid(f"Prompt {i} is empty; send at least one character.", "prompt")
-    if info.char_vocab is not None:
-        unknown = unknown_chars(text, info.char_vocab)
-        if unknown:
-            shown = ", ".join(repr(c) for c in unknown[:10])
-            more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
-            raise invalid(
-                f"Prompt {i} has characters this character-level model does not know: "
-                f"{shown}{more}. Remove or replace them.",
-                "prompt",
-                code="unknown_characters",
-            )
+    known_characters(text, info, "prompt", f"Prompt {i}")
     return encode(text)
 
 
@@ -81,7 +88,7 @@ def _prompts(req: CompletionRequest, info: ModelInfo, s: Settings, encode) -> li
             text = p
         else:
             ids, text = list(p), None
-            _check_ids(ids, info, "prompt")
+            check_token_ids(ids, info, "prompt")
         if not ids:
             raise invalid(f"Prompt {i} has no tokens; send at least one.", "prompt")
         out.append(PreparedPrompt(ids, text))
@@ -136,7 +143,7 @@ def _check_request(req: CompletionRequest, info: ModelInfo, s: Settings) -> None
             f"'min_tokens' ({req.min_tokens}) is more than max_tokens ({req.max_tokens}).",
             "min_tokens",
         )
-    _check_ids(req.stop_token_ids or [], info, "stop_token_ids")
+    check_token_ids(req.stop_token_ids or [], info, "stop_token_ids")
 
 
 def _logit_bias(req: CompletionRequest, info: ModelInfo) -> dict[int, float] | None:

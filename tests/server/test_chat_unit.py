@@ -82,7 +82,7 @@ def test_server_with_an_unknown_character_template_exits_with_one_line(tmp_path)
 def test_broken_template_file_is_refused_before_the_engine_starts(tmp_path):
     path = tmp_path / "chat.jinja"
     path.write_text("{% for m in messages %}")
-    with pytest.raises(ChatTemplateError, match="chat.jinja"):
+    with pytest.raises(ChatTemplateError, match=r"chat\.jinja"):
         ChatTemplate.load(path)
 
 
