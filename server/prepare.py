@@ -32,6 +32,7 @@ class Prepared:
     logprobs: int | None
     discard_output: bool  # max_tokens=0 with echo: score the prompt, generate nothing
     include_usage: bool
+    crop_context: bool = False  # past the window, crop as nanoGPT does (window.py)
 
 
 def _prompt_list(prompt) -> list[str | list[int]]:
@@ -146,6 +147,29 @@ def _check_request(req: CompletionRequest, info: ModelInfo, s: Settings) -> None
     check_token_ids(req.stop_token_ids or [], info, "stop_token_ids")
 
 
+def _check_crop(req: CompletionRequest, max_tokens: int, s: Settings) -> None:
+    """crop_context runs past the window one single-token engine request at a time: what needs
+    one request to see the whole choice (several choices, stop strings, penalties over the
+    output, min_tokens, prompt scoring) can't be combined with it."""
+    if max_tokens > s.crop_max_tokens:
+        raise invalid(
+            f"With crop_context, 'max_tokens' is at most {s.crop_max_tokens} on this server.",
+            "max_tokens",
+        )
+    refused = {
+        "n": req.n != 1,
+        "stop": bool(req.stops),
+        "presence_penalty": req.presence_penalty != 0,
+        "frequency_penalty": req.frequency_penalty != 0,
+        "repetition_penalty": req.repetition_penalty != 1,
+        "min_tokens": req.min_tokens != 0,
+        "logprobs": req.echo and req.logprobs is not None,
+    }
+    for param, bad in refused.items():
+        if bad:
+            raise invalid(f"'{param}' can't be combined with crop_context.", param)
+
+
 def _logit_bias(req: CompletionRequest, info: ModelInfo) -> dict[int, float] | None:
     if not req.logit_bias:
         return None
@@ -176,7 +200,10 @@ def completion_work(req: CompletionRequest, info: ModelInfo, s: Settings, encode
         max_tokens = max(info.max_model_len - longest, 1)
     discard = max_tokens == 0
     max_tokens = max(max_tokens, 1)  # the engine always makes >= 1 token; echo+0 drops it
-    _check_length(prompts, 0 if discard else max_tokens, info)
+    if req.crop_context:
+        _check_crop(req, max_tokens, s)
+    else:
+        _check_length(prompts, 0 if discard else max_tokens, info)
     scoring = req.echo and req.logprobs is not None
     sampling = Sampling(
         max_tokens=max_tokens,
@@ -198,17 +225,27 @@ def completion_work(req: CompletionRequest, info: ModelInfo, s: Settings, encode
         logit_bias=_logit_bias(req, info),
         stream=req.stream,
     )
-    return Prepared(prompts, sampling, req.echo, req.logprobs, discard, req.include_usage)
+    return Prepared(
+        prompts, sampling, req.echo, req.logprobs, discard, req.include_usage, req.crop_context
+    )
 
 
-def legacy_work(req: LegacyRequest, info: ModelInfo, encode) -> Prepared:
-    """The same checks for /generate (empty prompt, unknown characters, context length)."""
+def legacy_work(req: LegacyRequest, info: ModelInfo, s: Settings, encode) -> Prepared:
+    """The same checks for /generate (empty prompt, unknown characters); past the context
+    window it crops as nanoGPT's generate() did for the seed server's clients."""
     prompt = PreparedPrompt(_encode(req.prompt, 0, info, encode), req.prompt)
-    _check_length([prompt], req.max_tokens, info)
+    if req.max_tokens > s.crop_max_tokens:
+        raise invalid(f"'max_tokens' is at most {s.crop_max_tokens} on this server.", "max_tokens")
     sampling = Sampling(
         max_tokens=req.max_tokens, temperature=req.temperature, top_k=_top_k(req.top_k, info)
     )
     # the seed server answered the prompt followed by the new text: echo
     return Prepared(
-        [prompt], sampling, echo=True, logprobs=None, discard_output=False, include_usage=False
+        [prompt],
+        sampling,
+        echo=True,
+        logprobs=None,
+        discard_output=False,
+        include_usage=False,
+        crop_context=True,
     )

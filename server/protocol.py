@@ -131,6 +131,12 @@ class CompletionRequest(BaseModel):
     stop_token_ids: list[TokenId] | None = Field(
         None, max_length=64, description="Token ids that end a choice."
     )
+    crop_context: StrictBool = Field(
+        False,
+        description="Generate past the context window as nanoGPT's generate() does: before each "
+        "new token, keep only the last max_model_len tokens (the prompt too). n=1, no stop "
+        "strings or penalties. Off: prompt + max_tokens beyond the window is a 400.",
+    )
 
     _ints_are_numbers = model_validator(mode="before")(classmethod(ints_are_numbers))
 

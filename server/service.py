@@ -24,6 +24,7 @@ from .protocol import CompletionRequest, LegacyRequest
 from .security.accounting import Accounting
 from .security.ratelimit import RateLimiter, Ticket, rejection_reason
 from .settings import Settings
+from .window import cropped
 
 log = logging.getLogger("nanoserve.service")
 
@@ -63,7 +64,7 @@ class CompletionService:
         """(engine work, id prefix, response shape) for each wire format."""
         info, encode, s = self.engine.info, self.engine.encode, self.settings
         if isinstance(request, LegacyRequest):
-            return legacy_work(request, info, encode), "gen", COMPLETION
+            return legacy_work(request, info, s, encode), "gen", COMPLETION
         if isinstance(request, ChatCompletionRequest):
             return chat_work(request, self.chat_template, info, s, encode), "chatcmpl", CHAT
         return completion_work(request, info, s, encode), "cmpl", COMPLETION
@@ -172,7 +173,12 @@ class CompletionService:
         asked = engine_sampling(sampling)
         copies = sampling.n if asked is not sampling else 1
         rid = f"{job.request_id}-{i}"
-        async for update in self.engine.generate(job.work.prompts[i].token_ids, asked, rid):
+        ids = job.work.prompts[i].token_ids
+        if job.work.crop_context:
+            updates = cropped(self.engine, ids, asked, self.engine.info.max_model_len, rid)
+        else:
+            updates = self.engine.generate(ids, asked, rid)
+        async for update in updates:
             if copies > 1:
                 update.choices = [
                     replace(c, index=j) for c in update.choices for j in range(copies)

@@ -149,6 +149,12 @@ class Settings(BaseSettings):
         5, ge=0, le=20, description="Largest `logprobs` accepted (OpenAI's cap is 5; up to 20)."
     )
     max_prompts: int = Field(64, ge=1, description="Most prompts in one request's `prompt` list.")
+    crop_max_tokens: int = Field(
+        1024,
+        ge=1,
+        description="Most tokens /generate (and crop_context) may ask for: past the context "
+        "window each token costs a full-window engine step.",
+    )
     max_request_bytes: int = Field(
         1_000_000, ge=1024, description="Largest request body in bytes (413 above)."
     )
