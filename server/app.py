@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from nanoserve import __version__
 
-from . import errors, health, legacy, routes, tokens
+from . import errors, health, legacy, routes, sagemaker, tokens
 from .chat_template import ChatTemplate
 from .engine import Engine
 from .metrics import Metrics
@@ -72,12 +72,12 @@ def create_app(
     app.state.auth = auth  # SIGHUP reloads its key file
     app.state.accounting = accounting
     errors.install(app)
-    for module in (routes, legacy, tokens, health):
+    for module in (routes, legacy, tokens, sagemaker, health):
         app.include_router(module.router)
     # Starlette wraps in reverse order: RequestContext (ids, size cap, access log) is outermost,
     # so even a 401 carries an x-request-id and is logged.
     app.add_middleware(
-        Guard,
+        sagemaker.SageMakerGuard if settings.sagemaker else Guard,
         auth=auth,
         limiter=limiter,
         accounting=accounting,
