@@ -49,22 +49,6 @@ def test_greedy_chat_equals_the_completion_of_the_rendered_prompt(client, refere
     assert r.object == "chat.completion"
 
 
-def test_a_reply_ends_where_the_next_turn_would_begin(client, reference):
-    # pick a conversation whose greedy continuation writes a turn ending, from the reference
-    model, vocab = reference
-    prompt = "user: Say user:\nassistant: user:\nuser: Say user:\nassistant:"
-    greedy = decode(vocab, model.generate_greedy(encode(vocab, prompt), 60))
-    assert _reply(greedy) != greedy, f"the reference does not end this turn: {greedy!r}"
-    messages = [
-        {"role": "user", "content": "Say user:"},
-        {"role": "assistant", "content": "user:"},
-        {"role": "user", "content": "Say user:"},
-    ]
-    r = client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=60)
-    assert r.choices[0].message.content == _reply(greedy)
-    assert r.choices[0].finish_reason == "stop"
-
-
 def test_stream_role_first_finish_reason_usage_and_done(client):
     kwargs = {"model": MODEL, "messages": CONVERSATION, "max_tokens": 30, "seed": 3, "n": 2}
     full = client.chat.completions.create(**kwargs)
