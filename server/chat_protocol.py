@@ -15,9 +15,9 @@ from .protocol import (
     INT64_MAX,
     INT64_MIN,
     Bias,
+    SamplingExtras,
     Stop,
     StreamOptions,
-    TokenId,
     ints_are_numbers,
 )
 
@@ -42,7 +42,7 @@ class ChatMessage(BaseModel):
     name: StrictStr | None = Field(None, description="Accepted and not shown to the model.")
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(SamplingExtras):
     """POST /v1/chat/completions. Unknown fields are accepted and ignored."""
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
@@ -95,22 +95,4 @@ class ChatCompletionRequest(BaseModel):
     )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     user: StrictStr | None = Field(None, description="End-user id, for your own records.")
-    # vLLM's sampling extras (openai SDK: extra_body={...})
-    top_k: StrictInt | None = Field(
-        None, ge=-1, le=INT32_MAX, description="Sample from the k likeliest tokens; -1 or 0: off."
-    )
-    min_p: float = Field(
-        0.0, ge=0.0, le=1.0, description="Drop tokens below this share of the likeliest one."
-    )
-    repetition_penalty: float = Field(
-        1.0, gt=0.0, le=2.0, description="Multiplicative penalty on repeated tokens; 1: off."
-    )
-    min_tokens: StrictInt = Field(
-        0, ge=0, le=INT32_MAX, description="Generate at least this many before stopping."
-    )
-    ignore_eos: StrictBool = Field(False, description="Keep going past the end-of-text token.")
-    stop_token_ids: list[TokenId] | None = Field(
-        None, max_length=64, description="Token ids that end a choice."
-    )
-
     _ints_are_numbers = model_validator(mode="before")(classmethod(ints_are_numbers))

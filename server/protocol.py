@@ -62,7 +62,29 @@ def ints_are_numbers(cls, data: Any) -> Any:
     return data
 
 
-class CompletionRequest(BaseModel):
+class SamplingExtras(BaseModel):
+    """vLLM's sampling parameters beyond OpenAI's (openai SDK: extra_body={...}), shared by
+    completions and chat."""
+
+    top_k: StrictInt | None = Field(
+        None, ge=-1, le=INT32_MAX, description="Sample from the k likeliest tokens; -1 or 0: off."
+    )
+    min_p: float = Field(
+        0.0, ge=0.0, le=1.0, description="Drop tokens below this share of the likeliest one."
+    )
+    repetition_penalty: float = Field(
+        1.0, gt=0.0, le=2.0, description="Multiplicative penalty on repeated tokens; 1: off."
+    )
+    min_tokens: StrictInt = Field(
+        0, ge=0, le=INT32_MAX, description="Generate at least this many before stopping."
+    )
+    ignore_eos: StrictBool = Field(False, description="Keep going past the end-of-text token.")
+    stop_token_ids: list[TokenId] | None = Field(
+        None, max_length=64, description="Token ids that end a choice."
+    )
+
+
+class CompletionRequest(SamplingExtras):
     """POST /v1/completions. Unknown fields are accepted and ignored (logged at debug)."""
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
@@ -114,23 +136,6 @@ class CompletionRequest(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 is greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     user: StrictStr | None = Field(None, description="End-user id, for your own records.")
-    # vLLM's sampling extras (openai SDK: extra_body={...})
-    top_k: StrictInt | None = Field(
-        None, ge=-1, le=INT32_MAX, description="Sample from the k likeliest tokens; -1 or 0: off."
-    )
-    min_p: float = Field(
-        0.0, ge=0.0, le=1.0, description="Drop tokens below this share of the likeliest one."
-    )
-    repetition_penalty: float = Field(
-        1.0, gt=0.0, le=2.0, description="Multiplicative penalty on repeated tokens; 1: off."
-    )
-    min_tokens: StrictInt = Field(
-        0, ge=0, le=INT32_MAX, description="Generate at least this many before stopping."
-    )
-    ignore_eos: StrictBool = Field(False, description="Keep going past the end-of-text token.")
-    stop_token_ids: list[TokenId] | None = Field(
-        None, max_length=64, description="Token ids that end a choice."
-    )
     crop_context: StrictBool = Field(
         False,
         description="Generate past the context window as nanoGPT's generate() does: before each "

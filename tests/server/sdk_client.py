@@ -41,9 +41,10 @@ def main(base_url: str) -> dict:
     )
     out["chat_stream"] = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     out["chat_stream_role"] = chunks[0].choices[0].delta.role
-    out["chat_stream_usage"] = (getattr(chunks[-1], "usage", None) or {}) and chunks[
-        -1
-    ].usage.completion_tokens
+    usage = getattr(chunks[-1], "usage", None)  # 1.0 does not know the field: a plain dict
+    out["chat_stream_usage"] = (
+        usage["completion_tokens"] if isinstance(usage, dict) else (usage.completion_tokens)
+    )
     tools = {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}
     out["tools_error_param"] = _error_param(
         lambda: c.chat.completions.create(messages=MESSAGES, extra_body=tools, **greedy)

@@ -15,10 +15,10 @@ pytestmark = pytest.mark.engine
 
 MODEL = "shakespeare_char"
 KEY = "sk-sagemaker-e2e"
-# A dialogue in the demo's own style: each message's text, then a blank line. The blank line the
-# model writes when a speech ends is then the turn ending, so the reply stops there.
-TEMPLATE = "{% for m in messages %}{{ m['content'] }}\n\n{% endfor %}"
-MESSAGES = [{"role": "user", "content": "ROMEO:\nBut soft, what light through yonder window?"}]
+# Each message is one line: the line break the model writes is then the turn ending, so a reply
+# is one line of verse.
+TEMPLATE = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+MESSAGES = [{"role": "user", "content": "ROMEO: But soft, what light through yonder window?"}]
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +72,11 @@ def test_every_other_route_needs_the_key(sagemaker, path, body):
 
 def test_the_template_files_turn_ending_ends_the_reply(sagemaker, reference):
     model, vocab = reference
-    prompt = MESSAGES[0]["content"] + "\n\n"
+    prompt = MESSAGES[0]["content"] + "\n"
     greedy = decode(vocab, model.generate_greedy(encode(vocab, prompt), 70))
-    assert "\n\n" in greedy, f"the reference writes no blank line here: {greedy!r}"
+    assert "\n" in greedy, f"the reference writes no line break here: {greedy!r}"
     client = openai.OpenAI(base_url=sagemaker.url + "/v1", api_key=KEY, max_retries=0)
     r = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=70, temperature=0)
-    assert r.choices[0].message.content == greedy.split("\n\n")[0]
+    assert r.choices[0].message.content == greedy.split("\n")[0]
     assert r.choices[0].finish_reason == "stop"
     assert r.usage.prompt_tokens == len(prompt)
