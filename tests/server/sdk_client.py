@@ -16,8 +16,7 @@ def _error_param(call) -> str | None:
     try:
         call()
     except openai.BadRequestError as e:
-        body = e.body if isinstance(e.body, dict) else {}
-        return body.get("param") or body.get("error", {}).get("param")
+        return e.response.json()["error"]["param"]  # 1.0's error has no `.body` yet
     return None
 
 

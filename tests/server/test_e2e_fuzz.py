@@ -70,7 +70,8 @@ def _servable_message(m):
         return m
     content = m.get("content")
     if isinstance(content, list):
-        content = "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+        texts = [p.get("text") for p in content if isinstance(p, dict)]
+        content = "".join(t for t in texts if isinstance(t, str))
     role = m.get("role") if m.get("role") in ("system", "user", "assistant") else "user"
     return {"role": role, "content": _known(content) if isinstance(content, str) else "A"}
 
