@@ -36,9 +36,10 @@ def _convert_cached(ckpt: Path, cache_dir: Path) -> Path:
         return out
     log.info("converting %s into %s (once; later starts reuse it)", ckpt, out)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # cwd = the checkpoint's parent, so nanoGPT's data/<dataset>/meta.pkl lookup works from there
+    # In our working directory, like nanoGPT's sample.py: its char models' vocabulary is
+    # data/<dataset>/meta.pkl under the nanoGPT checkout, next to out/, not under out/.
     cmd = [sys.executable, "-m", "convert", str(ckpt), "--out", str(out)]
-    done = subprocess.run(cmd, cwd=ckpt.parent, stdout=sys.stderr, stderr=sys.stderr)
+    done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
     if done.returncode != 0:
         raise ModelResolutionError(f"converting {ckpt} failed (see the converter's message above)")
     return out
