@@ -22,6 +22,7 @@ DEBIAN = f"{PREFIX}/bookworm-min:latest"
 PYTHON = f"{PREFIX}/python:3.11"
 NGINX = f"{PREFIX}/nginx:latest"
 REDIS = f"{PREFIX}/redis:latest"
+PROMETHEUS = f"{PREFIX}/prometheus:latest"
 NANOSERVE_CPU = f"{PREFIX}/nanoserve:cpu"
 START_TIMEOUT = 480  # s: conversion, engine start and first compile on 2 busy cores
 DEBIAN_MIRROR = os.environ.get("NANOSERVE_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")

@@ -1,5 +1,6 @@
 """deploy/compose.yaml run for real with podman-compose: nginx in front of two replicas of the
-locally built image, limits counted in Redis, a completion through nginx with the openai SDK."""
+locally built image, limits counted in Redis, a completion through nginx with the openai SDK,
+and Prometheus (the monitoring profile) scraping both replicas with a key."""
 
 import re
 import subprocess
@@ -16,6 +17,7 @@ from tests.deploy import podman as pm
 pytestmark = [pytest.mark.container, pytest.mark.timeout(3600)]
 
 KEY = "sk-compose-test"
+SCRAPE_KEY = "sk-compose-test-prometheus"
 COMPOSE_FILE = pm.REPO / "deploy" / "compose.yaml"
 START_TIMEOUT = 600  # s: two engines starting at once on 2 cores
 
@@ -26,7 +28,9 @@ class Stack:
     def __init__(self, project: str, env: dict[str, str]):
         self.project, self.env = project, env
         podman_compose = Path(sys.executable).with_name("podman-compose")
-        self.base = [str(podman_compose), "-p", project, "-f", str(COMPOSE_FILE)]
+        self.base = [
+            str(podman_compose), "--profile", "monitoring", "-p", project, "-f", str(COMPOSE_FILE)
+        ]  # fmt: skip
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         done = subprocess.run(
@@ -60,7 +64,7 @@ class Stack:
                 if pm.podman("healthcheck", "run", name, env=self.env, check=False).returncode:
                     continue
                 pending.remove(name)
-            time.sleep(3)
+            time.sleep(5)
         assert not pending, f"not healthy after {START_TIMEOUT} s: {pending}"
 
     def down(self) -> None:
@@ -68,7 +72,7 @@ class Stack:
             [*self.base, "down", "-t", "15"], env=self.env, capture_output=True, timeout=300
         )
         # whatever `down` missed: the project's containers, then its network
-        for service in ("nginx", "nanoserve", "redis"):
+        for service in ("prometheus", "nginx", "nanoserve", "redis"):
             for name in self.containers(service):
                 pm.podman("rm", "-f", "-t", "15", name, env=self.env, check=False)
         pm.podman("network", "rm", "-f", f"{self.project}_default", env=self.env, check=False)
@@ -76,14 +80,20 @@ class Stack:
 
 @pytest.fixture
 def stack(cpu_image, podman_env, tmp_path):
-    port = pm.free_port()
+    port, prometheus_port = pm.free_port(), pm.free_port()
     keys = tmp_path / "keys.env"
-    keys.write_text(f"NANOSERVE_API_KEYS={KEY}\n")
+    keys.write_text(f"NANOSERVE_API_KEYS={KEY},{SCRAPE_KEY}\n")
+    scrape_key = tmp_path / "scrape.key"
+    scrape_key.write_text(SCRAPE_KEY)
+    scrape_key.chmod(0o644)  # Prometheus runs as nobody
     env = {
         **podman_env,
         "NANOSERVE_IMAGE": cpu_image,
         "NGINX_IMAGE": pm.debian_image(pm.NGINX, "nginx.Containerfile", podman_env),
         "REDIS_IMAGE": pm.debian_image(pm.REDIS, "redis.Containerfile", podman_env),
+        "PROMETHEUS_IMAGE": pm.debian_image(pm.PROMETHEUS, "prometheus.Containerfile", podman_env),
+        "NANOSERVE_SCRAPE_KEY_FILE": str(scrape_key),
+        "PROMETHEUS_PUBLISH": f"127.0.0.1:{prometheus_port}",
         "NANOSERVE_ENV_FILE": str(keys),
         "NANOSERVE_PUBLISH": f"127.0.0.1:{port}",
         "NANOSERVE_REPLICAS": "2",
@@ -91,6 +101,7 @@ def stack(cpu_image, podman_env, tmp_path):
     }
     s = Stack(f"nanoserve-test-{port}", env)
     s.url = f"http://127.0.0.1:{port}"
+    s.prometheus = f"http://127.0.0.1:{prometheus_port}"
     try:
         s.compose("up", "-d")
         yield s
@@ -143,3 +154,13 @@ def test_compose_serves_through_nginx_with_limits_in_redis(stack):
     )
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "request_too_large"
+
+    # Prometheus scrapes every replica's /metrics with its key: auth stays on for metrics
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        targets = httpx.get(f"{stack.prometheus}/api/v1/targets", timeout=5).json()
+        health = [t["health"] for t in targets["data"]["activeTargets"]]
+        if health == ["up", "up"]:
+            break
+        time.sleep(3)
+    assert health == ["up", "up"], targets["data"]["activeTargets"]
