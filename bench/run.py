@@ -26,7 +26,8 @@ import load
 import models
 import plan
 import report
-from servers import ENGINES, LABELS, EngineSettings, ServerProcess, base_env, command, free_port
+from procs import ServerProcess, free_port
+from servers import ENGINES, LABELS, READY_PATH, EngineSettings, base_env, command
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = {"engine": 600.0, "naive": 180.0}  # s; a cold engine start here takes 30-100 s
@@ -68,11 +69,11 @@ def machine() -> dict:
 
 def drive(proc: ServerProcess, case: plan.Case, model_dir: Path, repeat: int, ctx: dict) -> dict:
     """Wait until `proc` is ready, then run the client over all its levels; facts about the run."""
-    kind = "engine" if proc.server in ENGINES else "naive"
+    kind = "engine" if proc.name in ENGINES else "naive"
     try:
-        ready_s = proc.wait_ready(READY_TIMEOUT[kind])
-    except RuntimeError as e:
-        print(f"  {e}\n{proc.log_tail()}", file=sys.stderr, flush=True)
+        ready_s = proc.wait_ready(READY_TIMEOUT[kind], READY_PATH[proc.name])
+    except RuntimeError as e:  # its message carries the log's tail
+        print(f"  {e}", file=sys.stderr, flush=True)
         return {"ready_s": None}
     facts = {"ready_s": round(ready_s, 1), "load_avg_before": round(os.getloadavg()[0], 2)}
     url = f"http://127.0.0.1:{proc.port}"
@@ -96,7 +97,7 @@ def run_instance(case: plan.Case, server: str, model_dir: Path, repeat: int, ctx
     for _, res in ctx["levels"]:
         res.unlink(missing_ok=True)  # a stale file must not pass for this run's result
     print(f"[{case.model} r{repeat}] {server}: starting", flush=True)
-    with ServerProcess(server, cmd, port, ctx["env"], raw / "server.log") as proc:
+    with ServerProcess(cmd, port, raw / "server.log", env=ctx["env"], name=server) as proc:
         facts = drive(proc, case, model_dir, repeat, ctx)
     records = []
     for lv, res in ctx["levels"]:

@@ -1,19 +1,11 @@
 """The four servers under test: the command that starts each, and one running instance of it.
 
 (a) nanoserve, (b) vLLM's own OpenAI server with the same engine settings, (c) the seed's naive
-server (no KV cache), (d) Hugging Face `generate`. Every instance listens on 127.0.0.1 only, runs
-in its own process group, and is stopped by its PID (SIGTERM, then SIGKILL to that group).
+server (no KV cache), (d) Hugging Face `generate`. They are started with `procs.ServerProcess`.
 """
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +44,8 @@ def base_env(kv_cache_gib: int) -> dict[str, str]:
         "VLLM_NO_USAGE_STATS": "1",
         "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
         # vLLM's server closes idle connections after 5 s by default; nanoserve after 75 s. Equal
-        # here, so neither pays reconnects the other doesn't (REFERENCE §5).
+        # here, so neither pays reconnects the other doesn't (with vLLM's 5 s, `vllm bench serve`
+        # saw ServerDisconnectedError under CPU contention on this kind of machine).
         "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "75",
     }
 
@@ -71,64 +64,3 @@ def command(
         return [*entry, *named, "--api-key", api_key, *eng.flags()]
     script = {"naive": "naive_server.py", "hf": "hf_server.py"}[server]
     return [py, str(BENCH / script), str(model_dir), "--port", str(port)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """One started server; `with` it to be sure it is stopped."""
-
-    def __init__(self, server: str, cmd: list[str], port: int, env: dict, log_path: Path):
-        self.server, self.cmd, self.port = server, cmd, port
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        # own session: the engine's worker processes share its group, so a stuck stop can end them
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def __enter__(self) -> "ServerProcess":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def wait_ready(self, timeout: float) -> float:
-        """Seconds until the readiness route answered 200; RuntimeError if it died or timed out."""
-        t0 = time.monotonic()
-        url = f"http://127.0.0.1:{self.port}{READY_PATH[self.server]}"
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.server} exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        return time.monotonic() - t0
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"{self.server} not ready after {timeout:.0f} s")
-
-    def stop(self, grace: float = 60) -> None:
-        """SIGTERM the server's PID; after `grace` s, SIGKILL whatever is left of its group."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(grace)
-        # leftovers (or a server that ignored SIGTERM): only this server's own process group
-        with contextlib.suppress(ProcessLookupError):  # the group is gone: nothing left over
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._log.close()
-
-    def log_tail(self, n: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-n:]

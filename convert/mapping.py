@@ -18,8 +18,6 @@ import torch
 from convert.errors import ConvertError
 
 TRANSPOSED = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # Linear -> Conv1D
-# vLLM's CPU attention kernels exist only for these head sizes (n_embd / n_head)
-CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 

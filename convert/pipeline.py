@@ -8,7 +8,6 @@ from pathlib import Path
 from convert.checkpoint import Checkpoint, load_checkpoint
 from convert.errors import ConvertError
 from convert.mapping import (
-    CPU_HEAD_SIZES,
     DTYPES,
     ModelShape,
     check_state_dict,
@@ -106,7 +105,6 @@ def _provenance(
         },
         "dtype": dtype,
         "head_size": shape.head_size,
-        "cpu_attention_supported": shape.head_size in CPU_HEAD_SIZES,
         "verification": result.to_dict() if result else None,
     }
 
@@ -120,12 +118,6 @@ def _load(ckpt_path: str | Path, log: Log) -> tuple[Checkpoint, ModelShape]:
         f"{shape.n_head} heads, block {shape.block_size}, bias={shape.bias}, "
         f"optimizer state {'present' if ckpt.has_optimizer else 'absent'})"
     )
-    if shape.head_size not in CPU_HEAD_SIZES:
-        log(
-            f"warning: head size {shape.head_size} (n_embd/n_head) is not supported by vLLM's CPU "
-            f"attention ({', '.join(map(str, CPU_HEAD_SIZES))}): converting anyway, but this "
-            "model can't be served on the CPU backend"
-        )
     return ckpt, shape
 
 

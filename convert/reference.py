@@ -116,7 +116,8 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def num_params(self) -> int:
-        """Parameters, counting the tied embedding once (as nanoGPT, minus position embeddings)."""
+        """All parameters, the tied token embedding counted once and the position table included
+        (nanoGPT's `get_num_params(non_embedding=False)`)."""
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:

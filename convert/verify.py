@@ -171,10 +171,3 @@ def check_output(out_dir: Path, expected: Expected) -> VerifyResult:
     _, rel = compare(got, expected.exact)
     ok = diff <= MAPPING_BOUND and rel <= ROUNDING_BOUND[dtype]
     return VerifyResult(ok, diff, MAPPING_BOUND, lengths, dtype, rel, ROUNDING_BOUND[dtype])
-
-
-def verify(
-    out_dir: Path, sd: dict[str, torch.Tensor], shape: ModelShape, vocab: int, dtype: str
-) -> VerifyResult:
-    """Compare the converted model with the reference on the original weights."""
-    return check_output(out_dir, reference_outputs(sd, shape, vocab, dtype))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.cli import ALIASES, POSITIONAL
+from server.cli import POSITIONAL, flag_of
 from server.settings import Settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -20,8 +20,8 @@ BEGIN, END = "<!-- settings-table:begin -->", "<!-- settings-table:end -->"
 
 
 def _default(field) -> str:
-    value = field.default
-    if value is None:
+    value = field.get_default(call_default_factory=True)  # `default` is unset with a factory
+    if value is None or value == []:
         return "—"
     return f"`{str(value).replace(str(Path.home()), '~')}`"
 
@@ -29,11 +29,7 @@ def _default(field) -> str:
 def table() -> str:
     rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        flag = (
-            "MODEL (positional)"
-            if name in POSITIONAL
-            else ALIASES.get(name, "--" + name.replace("_", "-"))
-        )
+        flag = "MODEL (positional)" if name in POSITIONAL else flag_of(name)
         env = f"NANOSERVE_{name.upper()}"
         desc = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{flag}` | `{env}` | {_default(field)} | {desc} |")

@@ -13,15 +13,16 @@ from prometheus_client import CollectorRegistry
 from nanoserve import __version__
 
 from . import errors, health, legacy, routes
-from .auth import Authenticator
-from .generation import Engine
-from .guard import Guard
+from .engine import Engine
 from .metrics import Metrics
 from .middleware import RequestContext
-from .ratelimit import RateLimiter
 from .runtime import Runtime
+from .security.accounting import Accounting
+from .security.auth import Authenticator
+from .security.guard import Guard
+from .security.ratelimit import RateLimiter
+from .service import CompletionService
 from .settings import Settings
-from .usage import Usage
 
 log = logging.getLogger("nanoserve.app")
 
@@ -43,10 +44,14 @@ def create_app(
     """Build the app. `load_engine` is awaited in the background once the app starts, so probes
     answer while the model loads; `on_fatal(code)` is called when the engine can't go on."""
     metrics = Metrics.for_registry(registry)
-    runtime = Runtime(load_engine, metrics, on_fatal)
     auth = Authenticator(settings)
     limiter = RateLimiter(settings, on_storage_error=metrics.limiter_errors.inc)
-    usage = Usage(metrics, settings.usage_max_callers)
+    accounting = Accounting(metrics, settings.usage_max_callers)
+
+    def make_service(engine: Engine) -> CompletionService:
+        return CompletionService(engine, settings, metrics, limiter, accounting)
+
+    runtime = Runtime(load_engine, make_service, metrics, on_fatal)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -60,16 +65,19 @@ def create_app(
     app = FastAPI(title="nanoserve", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.runtime = runtime
-    app.state.auth = auth
-    app.state.limiter = limiter
-    app.state.usage = usage
+    app.state.auth = auth  # SIGHUP reloads its key file
+    app.state.accounting = accounting
     errors.install(app)
     for module in (routes, legacy, health):
         app.include_router(module.router)
     # Starlette wraps in reverse order: RequestContext (ids, size cap, access log) is outermost,
     # so even a 401 carries an x-request-id and is logged.
     app.add_middleware(
-        Guard, auth=auth, limiter=limiter, usage=usage, metrics_open=settings.metrics_open
+        Guard,
+        auth=auth,
+        limiter=limiter,
+        accounting=accounting,
+        metrics_open=settings.metrics_open,
     )
     app.add_middleware(RequestContext, metrics=metrics, max_body=settings.max_request_bytes)
     return app

@@ -16,7 +16,7 @@ from typing import Literal
 import uvicorn
 from pydantic import ValidationError
 
-from .generation import Engine
+from .engine import Engine
 from .settings import Settings
 
 log = logging.getLogger("nanoserve.cli")
@@ -39,21 +39,39 @@ def _flag_kwargs(annotation) -> dict:
     return {}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def flag_of(name: str) -> str:
+    """The command-line spelling of a Settings field (`max_model_len` -> `--max-model-len`)."""
+    return "MODEL" if name in POSITIONAL else ALIASES.get(name, "--" + name.replace("_", "-"))
+
+
+def _help(text: str | None) -> str:
+    # argparse %-formats help strings ("%(default)s"): a literal % must be doubled
+    return (text or "").replace("%", "%%")
+
+
+def build_parser(prog: str = "nanoserve serve") -> argparse.ArgumentParser:
+    """The `serve` command line, one flag per Settings field."""
     p = argparse.ArgumentParser(
-        prog="nanoserve serve",
+        prog=prog,
         description="Serve a nanoGPT model with vLLM behind an OpenAI-compatible API. "
         "Precedence: flags > NANOSERVE_* environment > --config TOML > defaults.",
     )
     p.add_argument(
-        "model", nargs="?", default=None, help=Settings.model_fields["model"].description
+        "model",
+        nargs="?",
+        default=None,
+        metavar="MODEL",
+        help=_help(Settings.model_fields["model"].description),
     )
     for name, field in Settings.model_fields.items():
         if name in POSITIONAL:
             continue
-        flag = ALIASES.get(name, "--" + name.replace("_", "-"))
         p.add_argument(
-            flag, dest=name, default=None, help=field.description, **_flag_kwargs(field.annotation)
+            flag_of(name),
+            dest=name,
+            default=None,
+            help=_help(field.description),
+            **_flag_kwargs(field.annotation),
         )
     return p
 
@@ -113,12 +131,21 @@ def serve(settings: Settings) -> int:
         log.error("%s", problem)
         return 2
     try:
-        model_dir, default_name = resolve(settings.model, settings.cache_dir)
+        model_dir, default_name = resolve(
+            settings.model, settings.cache_dir, settings.meta, settings.tokenizer
+        )
     except ModelResolutionError as e:
         log.error("%s", e)
         return 2
     name = settings.served_model_name or default_name
-    from .engine import VLLMEngine  # imports vLLM (~15 s): only once there is something to serve
+    # imports vLLM (~15 s): only once there is something to serve
+    from .vllm_engine import UnservableModel, VLLMEngine, check_servable
+
+    try:
+        check_servable(model_dir)  # before a 30 s engine start that would end in a stack trace
+    except UnservableModel as e:
+        log.error("%s", e)
+        return 2
 
     log.info("loading model %s from %s", name, model_dir)
     return run(settings, lambda: VLLMEngine.start(model_dir, name, settings))
@@ -130,7 +157,7 @@ def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int
     On a signal, uvicorn stops accepting, lets in-flight requests finish (up to
     graceful_shutdown_timeout), then re-raises the signal so a supervisor sees why it ended."""
     from .app import create_app
-    from .keyfile import KeyFileError
+    from .security.keyfile import KeyFileError
 
     if problem := auth_problem(settings):  # (again: run() has callers besides serve())
         log.error("%s", problem)

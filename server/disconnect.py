@@ -1,8 +1,9 @@
 """Cancel a non-streaming handler when its client goes away.
 
-Starlette cancels a streaming response on disconnect, but a plain handler runs to the end while
-the engine keeps generating for nobody (REFERENCE §2). Racing the work against the ASGI
-`http.disconnect` message closes the engine generator, which aborts the request in vLLM.
+Starlette cancels a streaming response on disconnect, but FastAPI does not cancel a plain
+handler: it runs to the end while the engine keeps generating for nobody. Racing the work against
+the ASGI `http.disconnect` message and cancelling it closes the engine generator, which aborts
+the request in vLLM (vLLM's own server does the same with its `with_cancellation` decorator).
 """
 
 import asyncio

@@ -1,215 +1,108 @@
-"""The vLLM adapter: the one module in nanoserve that imports vllm.
+"""The engine boundary: what the server asks of an engine and what it gets back.
 
-It starts `AsyncLLM` the way `vllm serve` does (REFERENCE §2), translates `generation.Sampling`
-to `SamplingParams` and vLLM's `RequestOutput` back to `generation.Update`.
+Plain dataclasses and a Protocol. `vllm_engine.py` (the one module that imports vLLM) translates
+them to and from vLLM's types; unit tests put a fake engine behind the same shapes.
 """
 
-import asyncio
-import json
-import logging
-import os
-import time
 from collections.abc import AsyncIterator
-from pathlib import Path
-
-from vllm import AsyncEngineArgs, SamplingParams, TokensPrompt
-from vllm.exceptions import VLLMValidationError
-from vllm.platforms import current_platform
-from vllm.sampling_params import RequestOutputKind
-from vllm.usage.usage_lib import UsageContext
-from vllm.v1.engine.async_llm import AsyncLLM
-from vllm.v1.engine.exceptions import EngineDeadError
-
-from convert.tokenizer import load_char_vocab
-
-from .generation import (
-    ChoiceUpdate,
-    EngineDead,
-    EngineRejected,
-    ModelInfo,
-    Sampling,
-    TokenLogprob,
-    Update,
-)
-from .settings import Settings
-
-log = logging.getLogger("nanoserve.engine")
+from dataclasses import dataclass
+from typing import Protocol
 
 
-class UnservableModel(Exception):
-    """The model can't run on this backend; the message says why and what to do."""
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling for one prompt; `n` choices are drawn from it."""
+
+    max_tokens: int
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off (vLLM's spelling of "no top-k")
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    logprobs: int | None = None  # top-k alternatives per generated token
+    prompt_logprobs: int | None = None  # same, for the prompt tokens (echo + logprobs)
+    logit_bias: dict[int, float] | None = None
+    stream: bool = False  # deltas as they come, else one final update
 
 
-def _check_cpu_head_size(model_dir: Path) -> None:
-    # vLLM's CPU attention kills the engine core on other head sizes with a stack trace;
-    # say it up front, in one line, before spending 30 s on a doomed start.
-    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+@dataclass
+class TokenLogprob:
+    """One position: the chosen token, its logprob, and the top alternatives (chosen included)."""
 
-    cfg = json.loads((model_dir / "config.json").read_text())
-    head = cfg["n_embd"] // cfg["n_head"]
-    supported = CPUAttentionBackend.get_supported_head_sizes()
-    if head not in supported:
-        raise UnservableModel(
-            f"head size {head} (n_embd {cfg['n_embd']} / n_head {cfg['n_head']}) is not supported "
-            f"by vLLM's CPU attention (supported: {', '.join(map(str, supported))}); "
-            "serve it on a GPU, or train with a supported head size"
-        )
+    token: str
+    logprob: float
+    top: dict[str, float]
 
 
-def _model_dtype(model_dir: Path, requested: str) -> str:
-    # vLLM's "auto" downcasts float32 weights to bfloat16 on CPU, which breaks greedy parity with
-    # the checkpoint; nanoserve's "auto" means the dtype the model was converted to.
-    if requested != "auto":
-        return requested
-    cfg = json.loads((model_dir / "config.json").read_text())
-    return cfg.get("dtype") or cfg.get("torch_dtype") or "auto"
+@dataclass
+class ChoiceUpdate:
+    index: int  # 0..n-1 within its prompt
+    text: str  # the new text (stream) or all of it (final)
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None  # "stop" | "length" once finished
 
 
-def _engine_args(model_dir: Path, name: str, s: Settings) -> AsyncEngineArgs:
-    on_cpu = current_platform.is_cpu()
-    return AsyncEngineArgs(
-        model=str(model_dir),
-        served_model_name=[name],
-        dtype=_model_dtype(model_dir, s.dtype),
-        max_model_len=s.max_model_len,
-        max_num_seqs=s.max_num_seqs,
-        max_num_batched_tokens=s.max_num_batched_tokens,
-        gpu_memory_utilization=s.gpu_memory_utilization,
-        enforce_eager=s.enforce_eager,
-        quantization=s.quantization,
-        tensor_parallel_size=s.tensor_parallel_size,
-        seed=s.seed,
-        max_logprobs=s.max_logprobs,
-        kv_cache_memory_bytes=int(s.cpu_kvcache_space * 2**30) if on_cpu else None,
-        disable_log_stats=False,  # keeps vllm:* metrics flowing into the default registry
-    )
+@dataclass
+class Update:
+    prompt_token_ids: list[int]
+    choices: list[ChoiceUpdate]
+    # One entry per prompt token; the first is None (nothing to condition on).
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    finished: bool = False
 
 
-def _sampling_params(s: Sampling) -> SamplingParams:
-    return SamplingParams(
-        n=s.n,
-        max_tokens=s.max_tokens,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        min_p=s.min_p,
-        presence_penalty=s.presence_penalty,
-        frequency_penalty=s.frequency_penalty,
-        repetition_penalty=s.repetition_penalty,
-        seed=s.seed,
-        stop=list(s.stop) or None,
-        stop_token_ids=list(s.stop_token_ids) or None,
-        ignore_eos=s.ignore_eos,
-        min_tokens=s.min_tokens,
-        logprobs=s.logprobs,
-        prompt_logprobs=s.prompt_logprobs,
-        logit_bias=s.logit_bias,
-        output_kind=RequestOutputKind.DELTA if s.stream else RequestOutputKind.FINAL_ONLY,
-    )
+@dataclass
+class ModelInfo:
+    name: str  # served model name
+    max_model_len: int  # context window: prompt + generated tokens
+    vocab_size: int
+    char_vocab: frozenset[str] | None = None  # set for character-level models
+    created: int = 0  # unix time the engine started (the model card's `created`)
 
 
-def _position(chosen: int, entries: dict | None) -> TokenLogprob | None:
-    """vLLM's {token_id: Logprob} for one position -> the chosen token + its ranked alternatives."""
-    if entries is None:
-        return None
-    top = {}
-    for lp in sorted(entries.values(), key=lambda lp: lp.rank or 0):
-        top.setdefault(lp.decoded_token or "", lp.logprob)
-    pick = entries[chosen]
-    return TokenLogprob(token=pick.decoded_token or "", logprob=pick.logprob, top=top)
+class EngineRejected(Exception):
+    """The engine refused the request's parameters (a 400: the message says what to change)."""
 
 
-def _choice(out) -> ChoiceUpdate:
-    ids = list(out.token_ids)
-    logprobs = None
-    if out.logprobs is not None:
-        logprobs = [_position(t, e) for t, e in zip(ids, out.logprobs, strict=True)]
-    return ChoiceUpdate(out.index, out.text, ids, logprobs, out.finish_reason)
+class EngineDead(Exception):
+    """The engine process is gone; nothing more will be generated by this replica."""
 
 
-def _update(ro) -> Update:
-    prompt_ids = list(ro.prompt_token_ids or [])
-    prompt_lps = None
-    # Streams carry the prompt's logprobs once, in the first delta; later deltas have none.
-    if ro.prompt_logprobs and len(ro.prompt_logprobs) == len(prompt_ids):
-        prompt_lps = [_position(t, e) for t, e in zip(prompt_ids, ro.prompt_logprobs, strict=True)]
-    return Update(prompt_ids, [_choice(o) for o in ro.outputs], prompt_lps, ro.finished)
+class StartupError(Exception):
+    """The engine can't start for a reason the message fully explains (logged without a trace)."""
 
 
-class VLLMEngine:
-    """A started AsyncLLM plus what the server needs to know about its model."""
+class Engine(Protocol):
+    """What the server needs from an engine (the real one lives in vllm_engine.py)."""
 
-    def __init__(self, llm: AsyncLLM, info: ModelInfo):
-        self.llm = llm
-        self.info = info
-        self.tokenizer = llm.get_tokenizer()
-
-    @classmethod
-    async def start(cls, model_dir: Path, name: str, settings: Settings) -> "VLLMEngine":
-        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-        if current_platform.is_cpu():
-            _check_cpu_head_size(model_dir)
-        args = _engine_args(model_dir, name, settings)
-        # Loading takes tens of seconds; a thread keeps /live and /ready answering meanwhile.
-        llm = await asyncio.to_thread(
-            AsyncLLM.from_engine_args, args, usage_context=UsageContext.OPENAI_API_SERVER
-        )
-        mc = llm.model_config
-        info = ModelInfo(
-            name=name,
-            path=str(model_dir),
-            max_model_len=mc.max_model_len,
-            vocab_size=mc.get_vocab_size(),
-            char_vocab=_char_vocab(model_dir),
-            created=int(time.time()),
-        )
-        return cls(llm, info)
+    info: ModelInfo
 
     @property
-    def dead(self) -> bool:
-        return self.llm.errored
+    def dead(self) -> bool: ...
 
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def decode(self, token_ids: list[int]) -> str:
-        return self.tokenizer.decode(token_ids)
-
-    async def generate(
-        self, prompt_token_ids: list[int], sampling: Sampling, request_id: str
-    ) -> AsyncIterator[Update]:
-        prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
-        try:
-            params = _sampling_params(sampling)
-            async for ro in self.llm.generate(prompt, params, request_id):
-                yield _update(ro)
-        except EngineDeadError as e:
-            raise EngineDead(str(e)) from e
-        except VLLMValidationError as e:
-            raise EngineRejected(str(e)) from e
+    def encode(self, text: str) -> list[int]: ...
 
     def check(self, sampling: Sampling) -> None:
-        try:
-            _sampling_params(sampling)
-        except VLLMValidationError as e:
-            raise EngineRejected(str(e)) from e
+        """Raise EngineRejected if the engine would refuse these parameters."""
 
-    async def check_health(self) -> None:
-        try:
-            await self.llm.check_health()
-        except EngineDeadError as e:
-            raise EngineDead(str(e)) from e
+    def decode(self, token_ids: list[int]) -> str: ...
 
-    def num_unfinished(self) -> int:
-        return self.llm.get_num_unfinished_requests()
+    def generate(
+        self, prompt_token_ids: list[int], sampling: Sampling, request_id: str
+    ) -> AsyncIterator[Update]:
+        """Updates for one prompt until it finishes; closing the iterator aborts the request."""
 
-    def shutdown(self) -> None:
-        self.llm.shutdown()
+    async def check_health(self) -> None: ...
 
+    def num_unfinished(self) -> int: ...
 
-def _char_vocab(model_dir: Path) -> frozenset[str] | None:
-    """The characters a char-level model knows (from the converter's records), else None."""
-    if not (model_dir / "nanoserve.json").is_file():  # a directory nanoserve did not convert
-        return None
-    vocab = load_char_vocab(model_dir)
-    return frozenset(vocab) if vocab is not None else None
+    def shutdown(self) -> None: ...

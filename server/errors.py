@@ -1,8 +1,12 @@
 """The one error shape: `{"error": {"message", "type", "param", "code"}}`, made here and only here.
 
-The openai SDK reads `body["error"]` and retries every 5xx, so bad input must be a 4xx with a
-message that says what to fix (REFERENCE §1). The legacy /generate route keeps FastAPI's own
-`{"detail": ...}` style because its old clients read that.
+The openai SDK reads `body["error"]` and retries every 5xx (and 408/409/429) twice, so bad input
+must be a 4xx with a message that says what to fix.
+
+One rule for the legacy POST /generate, wherever the error comes from (the guard's 401/429/503,
+the 413 cap, validation, the route): the same OpenAI body plus `"detail": <message>`, the key
+FastAPI used for the seed server's errors, which its old clients read. A body that fails
+validation there is a 422, as FastAPI answered it; everywhere else it is a 400.
 """
 
 import json
@@ -15,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("nanoserve.errors")
 
-LEGACY_PATHS = ("/generate",)
+LEGACY_PATHS = frozenset({"/generate"})
 
 
 class APIError(Exception):
@@ -39,8 +43,9 @@ class APIError(Exception):
         self.code = code
         self.headers = headers or {}
 
-    def body(self) -> dict:
-        return {
+    def body(self, path: str | None = None) -> dict:
+        """The JSON body for a request to `path` (the legacy path also gets `detail`)."""
+        body: dict = {
             "error": {
                 "message": self.message,
                 "type": self.type,
@@ -48,10 +53,16 @@ class APIError(Exception):
                 "code": self.code,
             }
         }
+        if path in LEGACY_PATHS:
+            body["detail"] = self.message
+        return body
 
-    async def send(self, send) -> None:
+    def response(self, path: str) -> JSONResponse:
+        return JSONResponse(self.body(path), self.status, headers=self.headers)
+
+    async def send(self, send, path: str) -> None:
         """Answer with this error straight from ASGI middleware (before any route runs)."""
-        body = json.dumps(self.body()).encode()
+        body = json.dumps(self.body(path)).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -117,38 +128,28 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"Invalid value for '{param}': {msg}.", param
 
 
-def _is_legacy(request: Request) -> bool:
-    return request.url.path in LEGACY_PATHS
-
-
 async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-    if _is_legacy(request):
-        return JSONResponse({"detail": exc.message}, exc.status, headers=exc.headers)
-    return JSONResponse(exc.body(), exc.status, headers=exc.headers)
+    return exc.response(request.url.path)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     message, param = _validation_message(exc)
-    if _is_legacy(request):
-        return JSONResponse({"detail": message}, 422)
-    return JSONResponse(invalid(message, param).body(), 400)
+    err = invalid(message, param)
+    if request.url.path in LEGACY_PATHS:
+        err.status = 422
+    return err.response(request.url.path)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    headers = dict(exc.headers or {})
-    if _is_legacy(request):
-        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=headers)
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    headers = dict(exc.headers or {})
     err = APIError(str(exc.detail), status=exc.status_code, type=kind, headers=headers)
-    return JSONResponse(err.body(), exc.status_code, headers=headers)
+    return err.response(request.url.path)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    err = internal()
-    if _is_legacy(request):
-        return JSONResponse({"detail": err.message}, 500)
-    return JSONResponse(err.body(), 500)
+    return internal().response(request.url.path)
 
 
 def install(app: FastAPI) -> None:

@@ -5,13 +5,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .routes import _runtime
+from .routes import runtime_of
 
 router = APIRouter()
 
 
 @router.get("/")
 async def root() -> dict:
+    """What this server is and where its API starts (open, for humans and smoke checks)."""
     return {
         "status": "ok",
         "message": "nanoserve: POST /v1/completions, GET /v1/models, POST /generate; docs at /docs",
@@ -20,7 +21,8 @@ async def root() -> dict:
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    runtime = _runtime(request)
+    """200 once the model is loaded and the engine alive; 503 while loading or once it died."""
+    runtime = runtime_of(request)
     if runtime.phase == "dead" or (runtime.engine is not None and runtime.engine.dead):
         return JSONResponse(
             {"status": "unhealthy", "model_loaded": False, "reason": "engine stopped"}, 503
@@ -34,12 +36,14 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/live")
 async def live() -> dict:
+    """Liveness: 200 while the process answers at all (cheap; restart me if not)."""
     return {"status": "alive"}
 
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    runtime = _runtime(request)
+    """Readiness: 200 when requests can be served; 503 while loading, draining or dead."""
+    runtime = runtime_of(request)
     alive = runtime.engine is not None and not runtime.engine.dead
     if runtime.ready and alive:
         return JSONResponse({"status": "ready"})
@@ -48,5 +52,7 @@ async def ready(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    registry = _runtime(request).metrics.registry
+    """Prometheus exposition: nanoserve_* and vLLM's vllm:* families (authenticated unless
+    --metrics-open)."""
+    registry = runtime_of(request).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -58,7 +58,7 @@ class RequestContext:
         self.metrics.in_flight.inc()
         try:
             if self._declared_size(scope) > self.max_body:
-                return await BodyTooLarge(self.max_body).send(send_with_id)
+                return await BodyTooLarge(self.max_body).send(send_with_id, scope["path"])
             await self.app(scope, self._capped(receive), send_with_id)
         finally:
             self.metrics.in_flight.dec()

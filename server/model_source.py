@@ -1,10 +1,12 @@
 """Resolve `nanoserve serve MODEL` to a converted directory vLLM can load.
 
 A converted directory is served as is. A nanoGPT checkpoint is converted once, in a separate
-process (serving never unpickles), into `cache_dir/<sha256 prefix>`; later starts reuse it.
-No MODEL: the bundled Shakespeare demo checkpoint.
+process (serving never unpickles), into `cache_dir/<key>`; later starts reuse it. The converter
+runs in the user's working directory, so it finds `data/<dataset>/meta.pkl` exactly as
+`nanoserve convert` and nanoGPT's sample.py do. No MODEL: the bundled Shakespeare demo.
 """
 
+import hashlib
 import logging
 import subprocess
 import sys
@@ -29,28 +31,72 @@ def _checkpoint_file(path: Path) -> Path | None:
     return None
 
 
-def _convert_cached(ckpt: Path, cache_dir: Path) -> Path:
-    out = cache_dir / sha256_file(ckpt)[:16]
+def _tree_digest(directory: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h.update(f.relative_to(directory).as_posix().encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def cache_key(ckpt: Path, meta: Path | None, tokenizer: Path | None, cwd: Path) -> str:
+    """What the conversion depends on: the checkpoint and the vocabulary the converter will
+    pick. Without --meta/--tokenizer that is meta.pkl beside the checkpoint, else one found
+    from `cwd` (data/<dataset>/meta.pkl), so the working directory is part of the key."""
+    h = hashlib.sha256(b"ckpt\0" + sha256_file(ckpt).encode())
+    if meta is not None:
+        h.update(b"meta\0" + sha256_file(meta).encode())
+    elif tokenizer is not None:
+        h.update(b"tokenizer\0" + _tree_digest(tokenizer).encode())
+    elif (ckpt.parent / "meta.pkl").is_file():
+        h.update(b"meta\0" + sha256_file(ckpt.parent / "meta.pkl").encode())
+    else:
+        h.update(b"cwd\0" + str(cwd).encode())
+    return h.hexdigest()[:16]
+
+
+def _convert_cached(ckpt: Path, cache_dir: Path, meta: Path | None, tokenizer: Path | None) -> Path:
+    out = cache_dir / cache_key(ckpt, meta, tokenizer, Path.cwd())
     if (out / "config.json").is_file():
         log.info("using cached conversion %s of %s", out, ckpt)
         return out
     log.info("converting %s into %s (once; later starts reuse it)", ckpt, out)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # In our working directory, like nanoGPT's sample.py: its char models' vocabulary is
-    # data/<dataset>/meta.pkl under the nanoGPT checkout, next to out/, not under out/.
     cmd = [sys.executable, "-m", "convert", str(ckpt), "--out", str(out)]
+    if meta is not None:
+        cmd += ["--meta", str(meta)]
+    if tokenizer is not None:
+        cmd += ["--tokenizer", str(tokenizer)]
+    # the converter's progress goes to our stderr; it inherits our working directory
     done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
     if done.returncode != 0:
         raise ModelResolutionError(f"converting {ckpt} failed (see the converter's message above)")
     return out
 
 
-def resolve(model: str | None, cache_dir: Path) -> tuple[Path, str]:
+def _existing(path: Path | None, what: str) -> Path | None:
+    if path is None:
+        return None
+    path = path.expanduser().resolve()
+    if not path.exists():
+        raise ModelResolutionError(f"{what} not found: {path}")
+    return path
+
+
+def resolve(
+    model: str | None,
+    cache_dir: Path,
+    meta: Path | None = None,
+    tokenizer: Path | None = None,
+) -> tuple[Path, str]:
     """(directory to serve, default served name) for MODEL."""
     path = Path(model).expanduser() if model else DEMO_CHECKPOINT
     if not path.exists():
         raise ModelResolutionError(f"model not found: {path}")
     if path.is_dir() and (path / "config.json").is_file():
+        if meta is not None or tokenizer is not None:
+            raise ModelResolutionError(
+                f"{path} is already converted: --meta and --tokenizer apply to a ckpt.pt MODEL"
+            )
         return path.resolve(), path.resolve().name
     ckpt = _checkpoint_file(path)
     if ckpt is None:
@@ -58,4 +104,6 @@ def resolve(model: str | None, cache_dir: Path) -> tuple[Path, str]:
             f"{path} is neither a converted model directory (no config.json) nor a nanoGPT "
             "checkpoint (ckpt.pt); run `nanoserve convert` on your checkpoint first"
         )
-    return _convert_cached(ckpt.resolve(), cache_dir.expanduser()), ckpt.resolve().parent.name
+    meta, tokenizer = _existing(meta, "--meta"), _existing(tokenizer, "--tokenizer")
+    out = _convert_cached(ckpt.resolve(), cache_dir.expanduser(), meta, tokenizer)
+    return out, ckpt.resolve().parent.name

@@ -1,4 +1,4 @@
-"""Validate a completion request against this server and model, and turn it into engine work.
+"""Validate a request against this server and model, and turn it into engine work (`Prepared`).
 
 Everything here raises `errors.APIError` (400/404) naming the parameter to fix, before any engine
 work starts: bad input is never a 5xx (the openai SDK would send it three times).
@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from convert.tokenizer import unknown_chars
 
+from .engine import ModelInfo, Sampling
 from .errors import APIError, invalid, model_not_found
-from .generation import ModelInfo, Sampling
-from .protocol import CompletionRequest
+from .protocol import CompletionRequest, LegacyRequest
 from .settings import Settings
 
 MAX_STOP_CHARS = 256  # a stop string longer than any useful one only costs matching time
@@ -24,6 +24,8 @@ class PreparedPrompt:
 
 @dataclass
 class Prepared:
+    """Engine work for one request: its prompts, and what to send back of the results."""
+
     prompts: list[PreparedPrompt]
     sampling: Sampling
     echo: bool
@@ -49,7 +51,7 @@ def _check_ids(ids: list[int], info: ModelInfo, param: str) -> None:
         )
 
 
-def encode_prompt(text: str, i: int, info: ModelInfo, encode) -> list[int]:
+def _encode(text: str, i: int, info: ModelInfo, encode) -> list[int]:
     if text == "":
         raise invalid(f"Prompt {i} is empty; send at least one character.", "prompt")
     if info.char_vocab is not None:
@@ -66,7 +68,7 @@ def encode_prompt(text: str, i: int, info: ModelInfo, encode) -> list[int]:
     return encode(text)
 
 
-def prepare_prompts(req: CompletionRequest, info: ModelInfo, s: Settings, encode):
+def _prompts(req: CompletionRequest, info: ModelInfo, s: Settings, encode) -> list[PreparedPrompt]:
     prompts = _prompt_list(req.prompt)
     if not prompts:
         raise invalid("'prompt' is an empty list; send at least one prompt.", "prompt")
@@ -75,7 +77,7 @@ def prepare_prompts(req: CompletionRequest, info: ModelInfo, s: Settings, encode
     out = []
     for i, p in enumerate(prompts):
         if isinstance(p, str):
-            ids = encode_prompt(p, i, info, encode)
+            ids = _encode(p, i, info, encode)
             text = p
         else:
             ids, text = list(p), None
@@ -86,8 +88,9 @@ def prepare_prompts(req: CompletionRequest, info: ModelInfo, s: Settings, encode
     return out
 
 
-def check_length(prompts: list[PreparedPrompt], max_tokens: int, info: ModelInfo) -> None:
-    # vllm serve silently clamps here (REFERENCE §3); a clear 400 tells the caller what to change.
+def _check_length(prompts: list[PreparedPrompt], max_tokens: int, info: ModelInfo) -> None:
+    # `vllm serve` silently clamps max_tokens to what fits (HTTP 200, fewer tokens than asked);
+    # a clear 400 tells the caller what to change.
     for i, p in enumerate(prompts):
         n = len(p.token_ids)
         if n + max_tokens > info.max_model_len:
@@ -128,6 +131,11 @@ def _check_request(req: CompletionRequest, info: ModelInfo, s: Settings) -> None
         raise invalid(
             "'max_tokens' must be at least 1 (0 is allowed only with echo).", "max_tokens"
         )
+    if req.max_tokens is not None and req.min_tokens > req.max_tokens:
+        raise invalid(
+            f"'min_tokens' ({req.min_tokens}) is more than max_tokens ({req.max_tokens}).",
+            "min_tokens",
+        )
     _check_ids(req.stop_token_ids or [], info, "stop_token_ids")
 
 
@@ -138,30 +146,37 @@ def _logit_bias(req: CompletionRequest, info: ModelInfo) -> dict[int, float] | N
     for key, value in req.logit_bias.items():
         if not key.lstrip("-").isdigit() or not 0 <= int(key) < info.vocab_size:
             raise invalid(f"logit_bias key {key!r} is not a token id of this model.", "logit_bias")
-        if not -100 <= value <= 100:
-            raise invalid(f"logit_bias values must be in [-100, 100]; got {value}.", "logit_bias")
-        bias[int(key)] = value
+        bias[int(key)] = value  # the value's range is checked by the protocol
     return bias
 
 
-def prepare(req: CompletionRequest, info: ModelInfo, s: Settings, encode) -> Prepared:
-    """Check `req` and build the engine work for it; raises APIError naming the bad param."""
+def _top_k(top_k: int | None, info: ModelInfo) -> int:
+    """vLLM's spelling (0: off). A k of the whole vocabulary or more keeps every token, so it is
+    off too (nanoGPT's sample.py clamps the same way; the seed's default top_k=200 exceeds a
+    65-character vocabulary)."""
+    if top_k is None or top_k <= 0 or top_k >= info.vocab_size:
+        return 0
+    return top_k
+
+
+def completion_work(req: CompletionRequest, info: ModelInfo, s: Settings, encode) -> Prepared:
+    """Check a /v1/completions request and build its engine work; APIError names the bad param."""
     _check_request(req, info, s)
-    prompts = prepare_prompts(req, info, s, encode)
+    prompts = _prompts(req, info, s, encode)
     longest = max(len(p.token_ids) for p in prompts)
     max_tokens = req.max_tokens
     if max_tokens is None:  # null: as many as fit, as vLLM does
         max_tokens = max(info.max_model_len - longest, 1)
     discard = max_tokens == 0
     max_tokens = max(max_tokens, 1)  # the engine always makes >= 1 token; echo+0 drops it
-    check_length(prompts, 0 if discard else max_tokens, info)
+    _check_length(prompts, 0 if discard else max_tokens, info)
     scoring = req.echo and req.logprobs is not None
     sampling = Sampling(
         max_tokens=max_tokens,
         n=req.n,
         temperature=req.temperature,
         top_p=req.top_p,
-        top_k=0 if req.top_k in (None, -1) else req.top_k,
+        top_k=_top_k(req.top_k, info),
         min_p=req.min_p,
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,
@@ -177,3 +192,16 @@ def prepare(req: CompletionRequest, info: ModelInfo, s: Settings, encode) -> Pre
         stream=req.stream,
     )
     return Prepared(prompts, sampling, req.echo, req.logprobs, discard, req.include_usage)
+
+
+def legacy_work(req: LegacyRequest, info: ModelInfo, encode) -> Prepared:
+    """The same checks for /generate (empty prompt, unknown characters, context length)."""
+    prompt = PreparedPrompt(_encode(req.prompt, 0, info, encode), req.prompt)
+    _check_length([prompt], req.max_tokens, info)
+    sampling = Sampling(
+        max_tokens=req.max_tokens, temperature=req.temperature, top_k=_top_k(req.top_k, info)
+    )
+    # the seed server answered the prompt followed by the new text: echo
+    return Prepared(
+        [prompt], sampling, echo=True, logprobs=None, discard_output=False, include_usage=False
+    )

@@ -1,58 +1,68 @@
-"""OpenAI-compatible routes: thin — parse, call the service, shape the response."""
+"""OpenAI-compatible routes: thin — parse, hand the request to the service, shape the response."""
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
-from .completions import Job
 from .disconnect import unless_disconnected
 from .errors import APIError, model_not_found
-from .guard import reserve_tokens
-from .prepare import prepare
 from .protocol import CompletionRequest, CompletionResponse, ModelCard, ModelList
 from .runtime import Runtime
+from .service import Call, CompletionService
 
 router = APIRouter()
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: don't buffer
 
 
-def _runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
+
+
+def service_of(request: Request) -> CompletionService:
+    """The completion service, or a 503 while loading, draining or after the engine died."""
+    return runtime_of(request).service()
+
+
+def call_of(request: Request) -> Call:
+    """The request id (middleware) and the caller's admission ticket (security guard)."""
+    return Call(request.state.request_id, getattr(request.state, "ticket", None))
 
 
 # responses=: documents the shape in /docs without re-validating every response on the hot path
 @router.post("/v1/completions", responses={200: {"model": CompletionResponse}})
-async def create_completion(body: CompletionRequest, request: Request):
-    runtime = _runtime(request)
-    service = runtime.service()
-    engine = service.engine
-    work = prepare(body, engine.info, request.app.state.settings, engine.encode)
-    rid = request.state.request_id
-    job = Job(id=f"cmpl-{rid}", model=engine.info.name, work=work)
-    service.check(job)
-    await reserve_tokens(request, job.max_tokens_total)
-    request.state.job = job  # the guard settles the caller's usage from it at the end
+async def create_completion(body: CompletionRequest, request: Request) -> Response:
+    """Complete one or more prompts (OpenAI Completions), as one JSON body or as a stream of
+    server-sent events ending with `data: [DONE]`."""
+    service = service_of(request)
+    job = await service.admit(body, call_of(request))
     if body.stream:
+        # the background task settles a stream whose client left before its first event
         return StreamingResponse(
-            service.stream(job, rid), media_type="text/event-stream", headers=SSE_HEADERS
+            service.stream(job),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+            background=BackgroundTask(service.settle, job),
         )
-    result = await unless_disconnected(request, service.run(job, rid))
+    result = await unless_disconnected(request, service.run(job))
     return JSONResponse(result) if isinstance(result, dict) else result
 
 
-def _card(runtime: Runtime) -> ModelCard:
-    info = runtime.service().engine.info
+def _card(request: Request) -> ModelCard:
+    info = service_of(request).engine.info
     return ModelCard(id=info.name, created=info.created, max_model_len=info.max_model_len)
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    return ModelList(data=[_card(_runtime(request))])
+    """The served model (OpenAI's list shape, plus its context length `max_model_len`)."""
+    return ModelList(data=[_card(request)])
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
 async def get_model(model_id: str, request: Request) -> ModelCard:
-    card = _card(_runtime(request))
+    """One model by id; 404 for any name but the served one."""
+    card = _card(request)
     if model_id != card.id:
         raise model_not_found(model_id, card.id)
     return card
@@ -60,7 +70,7 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
 
 @router.get("/v1/usage")
 async def usage(request: Request) -> dict:
-    """Per-caller usage on this replica (admin scope only)."""
+    """Per-caller requests, tokens and rejections on this replica (admin scope only)."""
     ticket = getattr(request.state, "ticket", None)
     if ticket is None or not ticket.caller.admin:
         raise APIError(
@@ -69,4 +79,4 @@ async def usage(request: Request) -> dict:
             type="permission_error",
             code="insufficient_permissions",
         )
-    return request.app.state.usage.report()
+    return request.app.state.accounting.report()

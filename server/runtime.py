@@ -1,18 +1,19 @@
 """The server's life: load the engine in the background, watch it, and stop when it dies.
 
-Kubernetes reads only status codes (REFERENCE §5), so the phases are explicit: `starting` (the
+Kubernetes reads only status codes from its probes, so the phases are explicit: `starting` (the
 engine loads; /live answers, /ready is 503), `ready`, `draining` (SIGTERM), `dead` (engine gone:
-503 everywhere, and the process exits non-zero so a supervisor restarts it).
+503 everywhere, and the process exits non-zero so a supervisor restarts it). vLLM's own server
+runs the same kind of watchdog: a dead engine core never comes back by itself.
 """
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .completions import Completions
+from .engine import Engine, StartupError
 from .errors import unavailable
-from .generation import Engine
 from .metrics import Metrics
+from .service import CompletionService
 
 log = logging.getLogger("nanoserve.runtime")
 
@@ -21,17 +22,21 @@ DEAD_GRACE_SECONDS = 2.0  # time open streams get to send their error event befo
 
 
 class Runtime:
+    """The engine's phase, and the completion service once there is an engine to serve."""
+
     def __init__(
         self,
         load: Callable[[], Awaitable[Engine]],
+        make_service: Callable[[Engine], CompletionService],
         metrics: Metrics,
         on_fatal: Callable[[int], None] | None = None,
     ):
         self._load = load
+        self._make_service = make_service
         self.metrics = metrics
         self.on_fatal = on_fatal or (lambda code: None)
         self.engine: Engine | None = None
-        self.completions: Completions | None = None
+        self._service: CompletionService | None = None
         self.phase = "starting"
         self._tasks: list[asyncio.Task] = []
 
@@ -46,11 +51,12 @@ class Runtime:
         try:
             self.engine = await self._load()
         except Exception as e:
-            log.error("engine failed to start: %s", e, exc_info=not _is_clear(e))
+            # our own one-line errors (unsupported head size...) need no stack trace
+            log.error("engine failed to start: %s", e, exc_info=not isinstance(e, StartupError))
             self.phase = "dead"
             self.on_fatal(1)
             return
-        self.completions = Completions(self.engine, self.metrics)
+        self._service = self._make_service(self.engine)
         self.phase = "ready"
         self.metrics.engine_up.set(1)
         self.metrics.engine_unfinished.set_function(self.engine.num_unfinished)
@@ -73,10 +79,10 @@ class Runtime:
         await asyncio.sleep(DEAD_GRACE_SECONDS)
         self.on_fatal(1)
 
-    def service(self) -> Completions:
+    def service(self) -> CompletionService:
         """The completion service, or a 503 saying why there is none right now."""
-        if self.phase == "ready" and self.completions is not None:
-            return self.completions
+        if self.phase == "ready" and self._service is not None:
+            return self._service
         reasons = {
             "starting": "The model is still loading; retry shortly.",
             "draining": "This replica is shutting down; retry on another.",
@@ -93,8 +99,3 @@ class Runtime:
         if self.engine is not None:
             self.engine.shutdown()
         self.metrics.engine_up.set(0)
-
-
-def _is_clear(e: Exception) -> bool:
-    # Our own one-line errors (unsupported head size...) need no stack trace.
-    return type(e).__name__ in ("UnservableModel", "ModelResolutionError")

@@ -28,7 +28,18 @@ class Settings(BaseSettings):
     model: str | None = Field(
         None,
         description="Converted model directory, or a nanoGPT ckpt.pt (or its directory), "
-        "converted once into the cache. Unset: the bundled Shakespeare demo model.",
+        "converted once into the cache (run from your nanoGPT checkout, as for sample.py). "
+        "Unset: the bundled Shakespeare demo model.",
+    )
+    meta: Path | None = Field(
+        None,
+        description="With a ckpt.pt MODEL: its character vocabulary (nanoGPT's meta.pkl). Default: "
+        "meta.pkl next to the checkpoint, else data/<dataset>/meta.pkl under the current "
+        "directory (as nanoGPT's sample.py looks), else GPT-2's BPE.",
+    )
+    tokenizer: Path | None = Field(
+        None,
+        description="With a ckpt.pt MODEL: a Hugging Face tokenizer directory to use instead.",
     )
     served_model_name: str | None = Field(
         None, description="Name clients pass as `model`. Default: the model directory's name."
@@ -116,7 +127,9 @@ class Settings(BaseSettings):
         1000, ge=1, description="Distinct caller labels in metrics; the rest count as `other`."
     )
 
-    # --- request limits: each caps something that multiplies work (REFERENCE §4)
+    # --- request limits: each caps something that multiplies work (uncapped `n`, empty prompts,
+    # and oversized bodies were each a published vLLM denial-of-service: CVE-2026-34756,
+    # CVE-2024-8768, CVE-2025-48956)
     max_n: int = Field(16, ge=1, le=128, description="Largest `n` (and `best_of`) accepted.")
     max_logprobs: int = Field(
         5, ge=0, le=20, description="Largest `logprobs` accepted (OpenAI's cap is 5; up to 20)."
@@ -145,8 +158,8 @@ class Settings(BaseSettings):
     cpu_kvcache_space: float = Field(
         2.0,
         gt=0,
-        description="CPU only: KV-cache size in GiB. (vLLM's own default reserves 90% of RAM "
-        "and refuses to start when other processes hold memory.)",
+        description="CPU only: KV-cache size in GiB. (vLLM's own default reserves 90 percent of "
+        "RAM and refuses to start when other processes hold memory.)",
     )
     enforce_eager: bool = Field(False, description="Disable CUDA graphs / compilation.")
     quantization: str | None = Field(None, description="vLLM quantization method, if any.")

@@ -1,100 +1,47 @@
 """Real servers for end-to-end tests: `python -m server` as a subprocess on 127.0.0.1.
 
 One server per session for the bundled demo model (engine start costs ~30-100 s here); tests that
-kill the engine get their own. Every process started here is ended here, by PID.
+kill the engine get their own. Processes are started and stopped by `bench/procs.py`, the helper
+the benchmarks use too; every process started here is ended here, by PID.
 """
 
 import os
-import signal
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from bench.procs import ServerProcess, free_port
+
 REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "examples" / "shakespeare_char"
 START_TIMEOUT = 420  # s; a cold engine start on 2 busy cores (compile included) takes ~100 s
+FAKE_START_TIMEOUT = 60
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    def __init__(self, args: list[str], log_path: Path, env: dict | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        full_env = {
-            **os.environ,
-            "VLLM_NO_USAGE_STATS": "1",
-            **(env or {}),
-        }
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                *args,
-                "--port",
-                str(self.port),
-                "--host",
-                "127.0.0.1",
-                "--cpu-kvcache-space",
-                "1",
-            ],
-            cwd=REPO,
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
-                )
-            try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        self.stop()
-        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()[-3000:]}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
+def server_process(args: list[str], log_path: Path, env: dict | None = None, cwd: Path = REPO):
+    """`python -m server ARGS` on a free loopback port with a small KV cache (not yet ready)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "server", *args, "--port", str(port), "--host", "127.0.0.1"]
+    cmd += ["--cpu-kvcache-space", "1"]
+    # the server's package must import from this checkout even when run elsewhere (cwd)
+    full_env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": str(REPO), **(env or {})}
+    return ServerProcess(cmd, port, log_path, env=full_env, cwd=cwd)
 
 
 @pytest.fixture(scope="session")
 def start_server(tmp_path_factory):
     started: list[ServerProcess] = []
 
-    def start(*args: str, env: dict | None = None) -> ServerProcess:
+    def start(*args: str, env: dict | None = None, cwd: Path = REPO) -> ServerProcess:
         log = tmp_path_factory.mktemp("server") / "server.log"
-        server = ServerProcess(list(args), log, env)
+        server = server_process(list(args), log, env, cwd)
         started.append(server)
-        server.wait_ready()
+        server.wait_ready(START_TIMEOUT)
         return server
 
     yield start
@@ -150,40 +97,32 @@ def redis_url(tmp_path_factory):
     proc.wait(10)
 
 
-@dataclass
-class FakeServer:
-    url: str
-    proc: subprocess.Popen
-
-
 @pytest.fixture
 def fake_server(tmp_path):
-    """Start fake-engine servers (real app, fake engine) with the given flags."""
-    started = []
+    """Start fake-engine servers (real runner and app, fake engine) with the given flags."""
+    started: list[ServerProcess] = []
 
-    def start(*args: str) -> FakeServer:
+    def start(*args: str) -> ServerProcess:
         port = free_port()
-        log = (tmp_path / f"fake-{port}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tests/server/fake_server.py"), *args, "--port", str(port)],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        started.append((proc, log))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                    return FakeServer(url, proc)
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("fake server did not start")
+        cmd = [sys.executable, str(REPO / "tests/server/fake_server.py"), *args]
+        server = ServerProcess([*cmd, "--port", str(port)], port, tmp_path / f"fake-{port}.log")
+        started.append(server)
+        server.wait_ready(FAKE_START_TIMEOUT)
+        return server
 
     yield start
-    for proc, log in started:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(20)
-        log.close()
+    for server in started:
+        server.stop(grace=20)
+
+
+@pytest.fixture(scope="session")
+def nanogpt_checkout(tmp_path_factory) -> Path:
+    """The demo model laid out as in a nanoGPT checkout after training: out/ckpt.pt, and the
+    vocabulary where prepare.py writes it, data/<config.dataset>/meta.pkl (nothing beside
+    the checkpoint)."""
+    root = tmp_path_factory.mktemp("nanoGPT")
+    (root / "out").mkdir()
+    shutil.copy(DEMO / "ckpt.pt", root / "out" / "ckpt.pt")
+    (root / "data" / "shakespeare_char").mkdir(parents=True)
+    shutil.copy(DEMO / "meta.pkl", root / "data" / "shakespeare_char" / "meta.pkl")
+    return root

@@ -1,4 +1,4 @@
-"""A fake engine at the `generation.Engine` boundary, for unit tests of routing and shaping.
+"""A fake engine at the `engine.Engine` boundary, for unit tests of routing and shaping.
 
 It "generates" by cycling through its alphabet from the last prompt token, one char per token,
 so outputs are predictable. Behaviour against the real engine is proven in test_e2e_*.py.
@@ -6,8 +6,23 @@ so outputs are predictable. Behaviour against the real engine is proven in test_
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from server.generation import ChoiceUpdate, EngineDead, ModelInfo, Sampling, TokenLogprob, Update
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from server.app import create_app
+from server.engine import (
+    ChoiceUpdate,
+    EngineDead,
+    EngineRejected,
+    ModelInfo,
+    Sampling,
+    TokenLogprob,
+    Update,
+)
+from server.settings import Settings
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz \n"
 
@@ -16,7 +31,6 @@ class FakeEngine:
     def __init__(self, max_model_len: int = 64, delay: float = 0.0, stop_after: int | None = None):
         self.info = ModelInfo(
             name="fake",
-            path="/fake",
             max_model_len=max_model_len,
             vocab_size=len(ALPHABET),
             char_vocab=frozenset(ALPHABET),
@@ -84,11 +98,38 @@ class FakeEngine:
         if self.dead:
             raise EngineDead("dead")
 
-    def check(self, sampling: Sampling) -> None:
-        pass
+    def check(self, s: Sampling) -> None:
+        # the rules vLLM's SamplingParams enforces that a request can still reach it with
+        if s.min_tokens > s.max_tokens:
+            raise EngineRejected(
+                f"min_tokens must be less than or equal to max_tokens={s.max_tokens}, "
+                f"got {s.min_tokens}."
+            )
+        if s.temperature == 0 and s.n > 1:
+            raise EngineRejected(f"n must be 1 when using greedy sampling, got {s.n}.")
+        if any(not stop for stop in s.stop):
+            raise EngineRejected("stop cannot contain an empty string.")
 
     def num_unfinished(self) -> int:
         return self.active
 
     def shutdown(self) -> None:
         pass
+
+
+@contextmanager
+def fake_app(engine: FakeEngine | None = None, **settings) -> Iterator[TestClient]:
+    """The real app (settings, guard, limiter, service, routes) over a fake engine, with its
+    lifespan running and the engine loaded: `with fake_app(api_keys=["k"]) as client: ...`"""
+    engine = engine or FakeEngine()
+
+    async def load():
+        return engine
+
+    app = create_app(Settings(**settings), load, registry=CollectorRegistry())
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10  # the engine loads in a background task
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, "fake engine did not become ready"
+            time.sleep(0.01)
+        yield client

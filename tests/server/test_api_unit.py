@@ -3,12 +3,8 @@
 import json
 
 import pytest
-from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
-from server.app import create_app
-from server.settings import Settings
-from tests.server.fakes import FakeEngine
+from tests.server.fakes import FakeEngine, fake_app
 
 
 @pytest.fixture
@@ -18,15 +14,8 @@ def engine():
 
 @pytest.fixture
 def client(engine):
-    async def load():
-        return engine
-
-    settings = Settings(max_request_bytes=4096, api_keys=["sk-test"])
-    app = create_app(settings, load, registry=CollectorRegistry())
-    with TestClient(app, headers={"Authorization": "Bearer sk-test"}) as c:
-        for _ in range(100):  # the engine loads in a background task
-            if c.get("/ready").status_code == 200:
-                break
+    with fake_app(engine, max_request_bytes=4096, api_keys=["sk-test"]) as c:
+        c.headers["Authorization"] = "Bearer sk-test"
         yield c
 
 

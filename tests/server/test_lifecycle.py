@@ -8,14 +8,10 @@ import time
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
-from server import completions
-from server.app import create_app
-from server.settings import Settings
+from server import service
 from tests.server.conftest import REPO
-from tests.server.fakes import FakeEngine
+from tests.server.fakes import FakeEngine, fake_app
 
 KEY = {"Authorization": "Bearer k"}
 
@@ -65,20 +61,16 @@ def test_unsafe_or_broken_setups_refuse_to_start(flags, message):
 
 
 def test_idle_streams_get_ping_comments(monkeypatch):
-    monkeypatch.setattr(completions, "PING_SECONDS", 0.05)
-
-    async def load():
-        return FakeEngine(delay=0.3)
-
-    app = create_app(Settings(api_keys=["k"]), load, registry=CollectorRegistry())
-    with TestClient(app, headers=KEY) as c:
-        while c.get("/ready").status_code != 200:
-            time.sleep(0.01)
-        with c.stream(
+    monkeypatch.setattr(service, "PING_SECONDS", 0.05)
+    with (
+        fake_app(FakeEngine(delay=0.3), api_keys=["k"]) as c,
+        c.stream(
             "POST",
             "/v1/completions",
             json={"model": "fake", "prompt": "a", "max_tokens": 2, "stream": True},
-        ) as r:
-            lines = [line for line in r.iter_lines() if line]
+            headers=KEY,
+        ) as r,
+    ):
+        lines = [line for line in r.iter_lines() if line]
     assert ": ping" in lines
     assert lines[-1] == "data: [DONE]"

@@ -11,33 +11,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.routing import APIRoute
-from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
-from server.app import create_app
 from server.cli import auth_problem
-from server.guard import OPEN_PATHS
-from server.keyfile import KeyFileError, digest, parse_key_file
+from server.security.guard import OPEN_PATHS
+from server.security.keyfile import KeyFileError, digest, parse_key_file
 from server.settings import Settings
-from tests.server.fakes import FakeEngine
+from tests.server.fakes import FakeEngine, fake_app
 
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
 BODY = {"model": "fake", "prompt": "abc", "max_tokens": 2}
-
-
-def make_client(engine=None, **settings):
-    engine = engine or FakeEngine()
-
-    async def load():
-        return engine
-
-    app = create_app(Settings(**settings), load, registry=CollectorRegistry())
-    client = TestClient(app)
-    client.__enter__()
-    for _ in range(100):
-        if client.get("/ready").status_code == 200:
-            break
-    return client
 
 
 @pytest.fixture
@@ -55,11 +37,10 @@ def keyfile(tmp_path):
 
 @pytest.fixture
 def client(keyfile):
-    c = make_client(
+    with fake_app(
         api_key_file=keyfile, api_keys=["sk-plain"], jwt_secret=SECRET, ratelimit_window=2
-    )
-    yield c
-    c.__exit__(None, None, None)
+    ) as c:
+        yield c
 
 
 def bearer(token):
@@ -113,13 +94,11 @@ def test_every_route_but_probes_needs_credentials(client):
 
 
 def test_docs_and_metrics_need_credentials_unless_opened(keyfile):
-    c = make_client(api_keys=["k"])
-    for path in ("/docs", "/openapi.json", "/metrics"):
-        assert_401(c.get(path))
-    c.__exit__(None, None, None)
-    c = make_client(api_keys=["k"], metrics_open=True)
-    assert c.get("/metrics").status_code == 200
-    c.__exit__(None, None, None)
+    with fake_app(api_keys=["k"]) as c:
+        for path in ("/docs", "/openapi.json", "/metrics"):
+            assert_401(c.get(path))
+    with fake_app(api_keys=["k"], metrics_open=True) as c:
+        assert c.get("/metrics").status_code == 200
 
 
 def test_probes_are_open(client):
@@ -139,32 +118,24 @@ def test_valid_jwt_is_accepted_with_sub_as_caller(client):
     assert any(row["caller"] == "carol" and row["requests"] == 1 for row in report["data"])
 
 
-@pytest.mark.parametrize(
-    "token",
-    [
-        hs256(exp=int(time.time()) - 120),  # expired (beyond the 30 s leeway)
-        hs256(nbf=int(time.time()) + 120),  # not yet valid
-        jwt.encode(
-            {"sub": "x", "exp": int(time.time()) + 60},
-            "other-secret-0123456789abcdef0123",
-            algorithm="HS256",
-        ),  # wrong signature
-        jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, None, algorithm="none"),
-        forge({"sub": "x", "exp": int(time.time()) + 60}, SECRET.encode(), "HS512"),
-        jwt.encode({"sub": "x"}, SECRET, algorithm="HS256"),  # no exp
-        jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256"),  # no sub
-    ],
-    ids=[
-        "expired",
-        "not-yet-valid",
-        "wrong-signature",
-        "alg-none",
-        "alg-not-allowed",
-        "missing-exp",
-        "missing-sub",
-    ],
-)
-def test_bad_jwts_are_401(client, token):
+# Each token is made by the test that uses it (at its own `now`): made at import time, an
+# "expired" or "not yet valid" token would change meaning while a long suite runs.
+BAD_JWTS = {
+    "expired": lambda now: hs256(exp=now - 120),  # beyond the 30 s leeway
+    "not-yet-valid": lambda now: hs256(nbf=now + 120),
+    "wrong-signature": lambda now: jwt.encode(
+        {"sub": "x", "exp": now + 60}, "other-secret-0123456789abcdef0123", algorithm="HS256"
+    ),
+    "alg-none": lambda now: jwt.encode({"sub": "x", "exp": now + 60}, None, algorithm="none"),
+    "alg-not-allowed": lambda now: forge({"sub": "x", "exp": now + 60}, SECRET.encode(), "HS512"),
+    "missing-exp": lambda now: jwt.encode({"sub": "x"}, SECRET, algorithm="HS256"),
+    "missing-sub": lambda now: jwt.encode({"exp": now + 60}, SECRET, algorithm="HS256"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_JWTS)
+def test_bad_jwts_are_401(client, kind):
+    token = BAD_JWTS[kind](int(time.time()))
     assert_401(client.post("/v1/completions", json=BODY, headers=bearer(token)))
 
 
@@ -174,25 +145,25 @@ def test_hs_rs_confusion_is_401(tmp_path):
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     (tmp_path / "pub.pem").write_bytes(pem)
-    c = make_client(jwt_public_key_file=tmp_path / "pub.pem")
-    good = jwt.encode({"sub": "rs", "exp": int(time.time()) + 60}, private, algorithm="RS256")
-    assert c.post("/v1/completions", json=BODY, headers=bearer(good)).status_code == 200
-    # the classic attack: sign with HS256 using the public key as the HMAC secret
-    # (PyJWT refuses to do this, so forge it by hand)
-    forged = forge({"sub": "evil", "exp": int(time.time()) + 60}, pem)
-    assert_401(c.post("/v1/completions", json=BODY, headers=bearer(forged)))
-    c.__exit__(None, None, None)
+    with fake_app(jwt_public_key_file=tmp_path / "pub.pem") as c:
+        good = jwt.encode({"sub": "rs", "exp": int(time.time()) + 60}, private, algorithm="RS256")
+        assert c.post("/v1/completions", json=BODY, headers=bearer(good)).status_code == 200
+        # the classic attack: sign with HS256 using the public key as the HMAC secret
+        # (PyJWT refuses to do this, so forge it by hand)
+        forged = forge({"sub": "evil", "exp": int(time.time()) + 60}, pem)
+        assert_401(c.post("/v1/completions", json=BODY, headers=bearer(forged)))
 
 
 def test_audience_and_issuer_are_enforced_when_set():
-    c = make_client(jwt_secret=SECRET, jwt_audience="nanoserve", jwt_issuer="https://idp")
-    ok = hs256(aud="nanoserve", iss="https://idp")
-    assert c.post("/v1/completions", json=BODY, headers=bearer(ok)).status_code == 200
-    assert_401(
-        c.post("/v1/completions", json=BODY, headers=bearer(hs256(aud="other", iss="https://idp")))
-    )
-    assert_401(c.post("/v1/completions", json=BODY, headers=bearer(hs256(aud="nanoserve"))))
-    c.__exit__(None, None, None)
+    with fake_app(jwt_secret=SECRET, jwt_audience="nanoserve", jwt_issuer="https://idp") as c:
+        ok = hs256(aud="nanoserve", iss="https://idp")
+        assert c.post("/v1/completions", json=BODY, headers=bearer(ok)).status_code == 200
+        assert_401(
+            c.post(
+                "/v1/completions", json=BODY, headers=bearer(hs256(aud="other", iss="https://idp"))
+            )
+        )
+        assert_401(c.post("/v1/completions", json=BODY, headers=bearer(hs256(aud="nanoserve"))))
 
 
 def test_usage_needs_admin(client):
@@ -254,13 +225,12 @@ def test_tpm_counts_real_tokens_not_the_reservation(client):
 
 def test_unused_reservation_is_given_back():
     engine = FakeEngine(stop_after=5)  # every generation ends after 5 tokens ("stop")
-    c = make_client(engine, api_keys=["k"], tpm=100, ratelimit_window=30)
-    r = c.post("/v1/completions", json={**BODY, "max_tokens": 20}, headers=bearer("k"))
-    assert r.json()["usage"]["total_tokens"] == 8
-    assert r.headers["x-ratelimit-remaining-tokens"] == str(100 - 23)  # 3 + 20 reserved
-    r = c.post("/v1/completions", json={**BODY, "max_tokens": 1}, headers=bearer("k"))
-    assert r.headers["x-ratelimit-remaining-tokens"] == str(100 - 8 - 4)  # 15 given back
-    c.__exit__(None, None, None)
+    with fake_app(engine, api_keys=["k"], tpm=100, ratelimit_window=30) as c:
+        r = c.post("/v1/completions", json={**BODY, "max_tokens": 20}, headers=bearer("k"))
+        assert r.json()["usage"]["total_tokens"] == 8
+        assert r.headers["x-ratelimit-remaining-tokens"] == str(100 - 23)  # 3 + 20 reserved
+        r = c.post("/v1/completions", json={**BODY, "max_tokens": 1}, headers=bearer("k"))
+        assert r.headers["x-ratelimit-remaining-tokens"] == str(100 - 8 - 4)  # 15 given back
 
 
 def test_request_over_the_whole_tpm_is_400_not_429(client):
@@ -272,23 +242,22 @@ def test_concurrency_limit(keyfile):
     import threading
 
     engine = FakeEngine(delay=0.05)  # 20 tokens take ~1 s
-    c = make_client(engine, api_key_file=keyfile)
-    results = {}
+    with fake_app(engine, api_key_file=keyfile) as c:
+        results = {}
 
-    def slow():
-        results["slow"] = c.post(
-            "/v1/completions", json={**BODY, "max_tokens": 20}, headers=bearer("sk-slow")
-        ).status_code
+        def slow():
+            results["slow"] = c.post(
+                "/v1/completions", json={**BODY, "max_tokens": 20}, headers=bearer("sk-slow")
+            ).status_code
 
-    t = threading.Thread(target=slow)
-    t.start()
-    time.sleep(0.3)
-    second = c.post("/v1/completions", json=BODY, headers=bearer("sk-slow"))
-    t.join()
-    assert results["slow"] == 200
-    assert second.status_code == 429 and "concurrent" in second.json()["error"]["message"]
-    assert c.post("/v1/completions", json=BODY, headers=bearer("sk-slow")).status_code == 200
-    c.__exit__(None, None, None)
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.3)
+        second = c.post("/v1/completions", json=BODY, headers=bearer("sk-slow"))
+        t.join()
+        assert results["slow"] == 200
+        assert second.status_code == 429 and "concurrent" in second.json()["error"]["message"]
+        assert c.post("/v1/completions", json=BODY, headers=bearer("sk-slow")).status_code == 200
 
 
 def test_usage_and_rejections_are_counted_per_caller(client):
@@ -315,14 +284,13 @@ def test_usage_and_rejections_are_counted_per_caller(client):
 
 
 def test_caller_labels_are_bounded(keyfile):
-    c = make_client(jwt_secret=SECRET, usage_max_callers=2)
-    for sub in ("u1", "u2", "u3", "u4"):
-        c.get("/v1/models", headers=bearer(hs256(sub=sub)))
-    reg = c.app.state.runtime.metrics.registry
-    assert reg.get_sample_value("nanoserve_caller_requests_total", {"caller": "u2"}) == 1
-    assert reg.get_sample_value("nanoserve_caller_requests_total", {"caller": "other"}) == 2
-    assert reg.get_sample_value("nanoserve_caller_requests_total", {"caller": "u3"}) is None
-    c.__exit__(None, None, None)
+    with fake_app(jwt_secret=SECRET, usage_max_callers=2) as c:
+        for sub in ("u1", "u2", "u3", "u4"):
+            c.get("/v1/models", headers=bearer(hs256(sub=sub)))
+        reg = c.app.state.runtime.metrics.registry
+        assert reg.get_sample_value("nanoserve_caller_requests_total", {"caller": "u2"}) == 1
+        assert reg.get_sample_value("nanoserve_caller_requests_total", {"caller": "other"}) == 2
+        assert reg.get_sample_value("nanoserve_caller_requests_total", {"caller": "u3"}) is None
 
 
 def test_jwt_claims_carry_limits(client):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import jwt
 
+from ..settings import Settings
 from .callers import ANONYMOUS, Caller, Limits
 from .keyfile import KeyEntry, KeyFileError, digest, find, key_id, parse_key_file
-from .settings import Settings
 
 log = logging.getLogger("nanoserve.auth")
 

@@ -8,12 +8,14 @@ Prometheus for the fleet.
 
 from collections import defaultdict
 
-from .metrics import Metrics
+from ..metrics import Metrics
 
 OTHER = "other"
 
 
-class Usage:
+class Accounting:
+    """Requests, tokens and rejections per caller id, with a bounded set of metric labels."""
+
     def __init__(self, metrics: Metrics, max_callers: int):
         self.max_callers = max_callers
         self._labels: set[str] = set()

@@ -14,9 +14,9 @@ from limits import RateLimitItemPerSecond
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
+from ..errors import APIError, unavailable
+from ..settings import Settings
 from .callers import Caller, Limits
-from .errors import APIError, unavailable
-from .settings import Settings
 
 log = logging.getLogger("nanoserve.ratelimit")
 
@@ -62,6 +62,13 @@ class Ticket:
 
 class StorageDown(Exception):
     pass
+
+
+def rejection_reason(e: APIError) -> str:
+    """The usage counter label for a refused request."""
+    if isinstance(e, RateLimited):
+        return e.reason
+    return "limiter_unavailable" if e.status == 503 else "invalid"
 
 
 class RateLimiter:
@@ -167,19 +174,30 @@ class RateLimiter:
                 "tokens", "tokens per minute", stats.reset_time - time.time(), t.headers
             )
 
-    async def release(self, t: Ticket, used_tokens: int | None) -> None:
-        """The request ended: free its slot and give back reserved tokens it did not use."""
+    async def release(self, t: Ticket) -> None:
+        """The HTTP request ended: free its concurrency slot."""
+        if not t.holds_slot:
+            return
+        t.holds_slot = False
+        key = f"nanoserve/concurrency/{t.caller.id}"
         try:
-            if t.holds_slot:
-                key = f"nanoserve/concurrency/{t.caller.id}"
-                if await self.storage.incr(key, CONCURRENCY_TTL, -1) < 0:  # key had expired
-                    await self.storage.clear(key)
-            unused = t.reserved_tokens - (used_tokens if used_tokens is not None else 0)
-            if t.limits.tpm and unused > 0:
-                await self._refund(t, unused)
+            if await self.storage.incr(key, CONCURRENCY_TTL, -1) < 0:  # key had expired
+                await self.storage.clear(key)
         except self.storage.base_exceptions as e:
             self.on_storage_error()
             log.error("rate-limit storage unreachable on release: %s", e)
+
+    async def refund_tokens(self, t: Ticket, used_tokens: int) -> None:
+        """The job ended having used `used_tokens`: give back the rest of its reservation."""
+        unused = t.reserved_tokens - used_tokens
+        t.reserved_tokens = min(t.reserved_tokens, used_tokens)
+        if not t.limits.tpm or unused <= 0:
+            return
+        try:
+            await self._refund(t, unused)
+        except self.storage.base_exceptions as e:
+            self.on_storage_error()
+            log.error("rate-limit storage unreachable on refund: %s", e)
 
     async def _refund(self, t: Ticket, unused: int) -> None:
         item = self._item(t.limits.tpm)

@@ -2,17 +2,20 @@
 
 Deny by default: a request reaches a route only if its raw path is one of the open probe paths
 or it carries valid credentials. The check runs on `scope["path"]` before routing, so a new
-route is protected without anyone remembering to, and Host-header or path tricks (REFERENCE §4,
-CVE-2026-48746) meet the same check.
+route is protected without anyone remembering to, and Host-header or path tricks meet the same
+check (CVE-2026-48746 reached vLLM's routes past a path check through the Host header).
+
+The guard admits (requests/minute, concurrency) and frees the concurrency slot when the response
+is done; it hands routes the caller's `Ticket` in `scope["state"]` and reads nothing back: the
+completion service charges tokens and settles them.
 """
 
 import logging
 
+from ..errors import APIError
+from .accounting import Accounting
 from .auth import Authenticator
-from .callers import Caller
-from .errors import APIError
-from .ratelimit import RateLimiter, Ticket
-from .usage import Usage
+from .ratelimit import RateLimiter, Ticket, rejection_reason
 
 log = logging.getLogger("nanoserve.guard")
 
@@ -30,12 +33,17 @@ UNAUTHORIZED = APIError(
 
 class Guard:
     def __init__(
-        self, app, auth: Authenticator, limiter: RateLimiter, usage: Usage, metrics_open: bool
+        self,
+        app,
+        auth: Authenticator,
+        limiter: RateLimiter,
+        accounting: Accounting,
+        metrics_open: bool,
     ):
         self.app = app
         self.auth = auth
         self.limiter = limiter
-        self.usage = usage
+        self.accounting = accounting
         self.open_paths = OPEN_PATHS | ({"/metrics"} if metrics_open else set())
 
     async def __call__(self, scope, receive, send):
@@ -43,8 +51,8 @@ class Guard:
             return await self.app(scope, receive, send)
         caller = self.auth.authenticate(scope["headers"])
         if caller is None:
-            self.usage.rejected("unauthenticated", "auth")
-            return await UNAUTHORIZED.send(send)
+            self.accounting.rejected("unauthenticated", "auth")
+            return await UNAUTHORIZED.send(send, scope["path"])
         state = scope.setdefault("state", {})
         state["caller"] = caller.id
         if scope["path"] in UNMETERED_PATHS:
@@ -52,25 +60,14 @@ class Guard:
         try:
             ticket = await self.limiter.admit(caller)
         except APIError as e:
-            self.usage.rejected(caller.id, _reason(e))
-            return await e.send(send)
-        state["ticket"] = ticket
-        self.usage.admitted(caller.id)
+            self.accounting.rejected(caller.id, rejection_reason(e))
+            return await e.send(send, scope["path"])
+        state["ticket"] = ticket  # the route hands it to the completion service
+        self.accounting.admitted(caller.id)
         try:
             await self.app(scope, receive, _with_headers(send, ticket))
         finally:
-            await self._settle(caller, ticket, state.get("job"))
-
-    async def _settle(self, caller: Caller, ticket: Ticket, job) -> None:
-        used = None
-        if job is not None:
-            used = job.prompt_tokens + job.completion_tokens
-            self.usage.tokens(caller.id, job.prompt_tokens, job.completion_tokens)
-        await self.limiter.release(ticket, used)
-
-
-def _reason(e: APIError) -> str:
-    return getattr(e, "reason", None) or ("limiter_unavailable" if e.status == 503 else "invalid")
+            await self.limiter.release(ticket)
 
 
 def _with_headers(send, ticket: Ticket):
@@ -83,15 +80,3 @@ def _with_headers(send, ticket: Ticket):
         await send(message)
 
     return wrapped
-
-
-async def reserve_tokens(request, tokens: int) -> None:
-    """Charge a request's worst-case tokens to its caller's tokens/minute (route helper)."""
-    ticket: Ticket | None = getattr(request.state, "ticket", None)
-    if ticket is None:  # open path (no caller)
-        return
-    try:
-        await request.app.state.limiter.reserve_tokens(ticket, tokens)
-    except APIError as e:
-        request.app.state.usage.rejected(ticket.caller.id, _reason(e))
-        raise

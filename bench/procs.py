@@ -1,0 +1,96 @@
+"""Start, await and stop the server processes that the benchmarks and the tests run.
+
+Every process listens on 127.0.0.1 only, runs in its own session (the engine's worker processes
+share its group, so a stuck stop can end them too) and is stopped by its own PID: SIGTERM, then
+after a grace period SIGKILL to that group alone. Waiting always has a deadline.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """One started server; `with` it to be sure it is stopped."""
+
+    def __init__(
+        self,
+        cmd: list[str],
+        port: int,
+        log_path: Path,
+        *,
+        env: dict | None = None,
+        cwd: Path = ROOT,
+        name: str = "server",
+    ):
+        self.cmd, self.port, self.name = cmd, port, name
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env if env is not None else dict(os.environ),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def wait_ready(self, timeout: float, path: str = "/ready") -> float:
+        """Seconds until `path` answered 200; RuntimeError (with the log's tail) if the process
+        exited or the deadline passed first."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as r:
+                    if r.status == 200:
+                        return time.monotonic() - t0
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, grace: float = 60) -> int | None:
+        """SIGTERM the PID; after `grace` s, SIGKILL what is left of its group. Returns the
+        exit status (negative: the signal that ended it)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(grace)
+        # leftovers (or a server that ignored SIGTERM): only this server's own process group
+        with contextlib.suppress(ProcessLookupError):  # the group is gone: nothing left over
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        code = self.proc.wait(10)
+        self._log.close()
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log()[-n:]

@@ -1,0 +1,211 @@
+"""The completion service: it owns a request from admission to settlement.
+
+`admit` validates a request against the model and this server's limits, lets the engine refuse
+its sampling parameters (so a stream gets its 400 before the 200 is sent) and reserves the
+caller's worst-case tokens. `run` (one JSON body) or `stream` (server-sent events) executes the
+job, and `settle` — called by both when the job ends, however it ends — charges the caller what
+was really used and gives back the rest of the reservation, exactly once.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from .completions import Job, choice_json, chunk_event, response_json
+from .engine import Engine, EngineDead, EngineRejected, Sampling, Update
+from .errors import APIError, internal, invalid, unavailable
+from .metrics import Metrics
+from .prepare import Prepared, completion_work, legacy_work
+from .protocol import CompletionRequest, LegacyRequest
+from .security.accounting import Accounting
+from .security.ratelimit import RateLimiter, Ticket, rejection_reason
+from .settings import Settings
+
+log = logging.getLogger("nanoserve.service")
+
+PING_SECONDS = 15.0  # SSE comment sent while no token arrives, so proxies keep the stream open
+ENGINE_GONE = "The inference engine stopped; retry on another replica."
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request's identity, as the security layer admitted it."""
+
+    request_id: str
+    ticket: Ticket | None  # None where no caller is metered
+
+
+class CompletionService:
+    """Completion requests against one engine, with the caller's limits and usage."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        metrics: Metrics,
+        limiter: RateLimiter,
+        accounting: Accounting,
+    ):
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics
+        self.limiter = limiter
+        self.accounting = accounting
+
+    def _work(self, request: CompletionRequest | LegacyRequest) -> tuple[Prepared, str]:
+        """(engine work, completion id prefix) for either wire format."""
+        info, encode = self.engine.info, self.engine.encode
+        if isinstance(request, LegacyRequest):
+            return legacy_work(request, info, encode), "gen"
+        return completion_work(request, info, self.settings, encode), "cmpl"
+
+    async def admit(self, request: CompletionRequest | LegacyRequest, call: Call) -> Job:
+        """Validate `request`, reserve its tokens from the caller's budget, return the job.
+        Raises APIError (400/404/429/503) naming what to fix; nothing is reserved then."""
+        work, prefix = self._work(request)
+        try:
+            self.engine.check(engine_sampling(work.sampling))
+        except EngineRejected as e:
+            raise invalid(str(e)) from e
+        job = Job(f"{prefix}-{call.request_id}", call.request_id, self.engine.info.name, work, None)
+        if call.ticket is not None:
+            try:
+                await self.limiter.reserve_tokens(call.ticket, job.max_tokens_total)
+            except APIError as e:
+                self.accounting.rejected(call.ticket.caller.id, rejection_reason(e))
+                raise
+            job.ticket = call.ticket
+        return job
+
+    async def settle(self, job: Job) -> None:
+        """Charge what `job` used and give back the unused reservation. Idempotent: the end of
+        a run, of a stream and the response's background task may all call it."""
+        if job.settled:
+            return
+        job.settled = True
+        self.metrics.prompt_tokens.inc(job.prompt_tokens)
+        self.metrics.completion_tokens.inc(job.completion_tokens)
+        if job.ticket is None:
+            return
+        self.accounting.tokens(job.ticket.caller.id, job.prompt_tokens, job.completion_tokens)
+        used = job.prompt_tokens + job.completion_tokens
+        # shielded: a client that leaves mid-refund must not leave its tokens reserved
+        await asyncio.shield(self.limiter.refund_tokens(job.ticket, used))
+
+    async def _final(self, job: Job, i: int) -> Update:
+        last = None
+        async for update in self._updates(job, i):
+            last = update
+        assert last is not None and last.finished, "engine ended a request without a final output"
+        for c in last.choices:
+            job.count(c)
+        return last
+
+    async def run(self, job: Job) -> dict:
+        """The whole completion as one OpenAI response body."""
+        try:
+            finals = await asyncio.gather(
+                *(self._final(job, i) for i in range(len(job.work.prompts)))
+            )
+        except EngineDead as e:
+            raise unavailable(ENGINE_GONE) from e
+        except EngineRejected as e:
+            raise invalid(str(e)) from e
+        finally:
+            await self.settle(job)
+        choices = [
+            choice_json(job, i, update, c, self.engine.decode, first=True)
+            for i, update in enumerate(finals)
+            for c in sorted(update.choices, key=lambda c: c.index)
+        ]
+        return response_json(job, choices)
+
+    async def stream(self, job: Job) -> AsyncIterator[str]:
+        """SSE events: deltas, then the usage chunk if asked for, then [DONE] — even on failure
+        (a silent close would look to the SDK like a short but valid completion)."""
+        seen: set[int] = set()  # choice indices that already had their first (echo) chunk
+        try:
+            async for i, update in self._merged(job):
+                if update is None:
+                    yield ": ping\n\n"
+                    continue
+                choices = []
+                for c in update.choices:
+                    job.count(c)
+                    idx = i * job.work.sampling.n + c.index
+                    choices.append(
+                        choice_json(job, i, update, c, self.engine.decode, idx not in seen)
+                    )
+                    seen.add(idx)
+                if choices:
+                    yield chunk_event(job, choices)
+            if job.work.include_usage:
+                yield chunk_event(job, [], job.usage())
+        except EngineRejected as e:
+            yield invalid(str(e)).sse_event()
+        except EngineDead:
+            yield unavailable(ENGINE_GONE).sse_event()
+        except APIError as e:
+            yield e.sse_event()
+        except Exception:
+            log.exception("stream %s failed", job.id)
+            yield internal().sse_event()
+        finally:
+            await self.settle(job)
+        yield "data: [DONE]\n\n"
+
+    async def _updates(self, job: Job, i: int) -> AsyncIterator[Update]:
+        """The engine's updates for prompt `i`, plus OpenAI's n > 1 at temperature 0: vLLM
+        refuses it, but greedy choices are all the same, so one is computed and handed out n
+        times."""
+        sampling = job.work.sampling
+        asked = engine_sampling(sampling)
+        copies = sampling.n if asked is not sampling else 1
+        rid = f"{job.request_id}-{i}"
+        async for update in self.engine.generate(job.work.prompts[i].token_ids, asked, rid):
+            if copies > 1:
+                update.choices = [
+                    replace(c, index=j) for c in update.choices for j in range(copies)
+                ]
+            yield update
+
+    async def _merged(self, job: Job) -> AsyncIterator[tuple[int, Update | None]]:
+        """Interleave the update streams of every prompt; (i, None) is a keep-alive tick."""
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        async def pump(i: int) -> None:
+            try:
+                async for u in self._updates(job, i):
+                    await queue.put((i, u))
+                await queue.put((i, done))
+            except Exception as e:  # handed to the consumer, which re-raises it
+                await queue.put((i, e))
+
+        tasks = [asyncio.create_task(pump(i)) for i in range(len(job.work.prompts))]
+        try:
+            remaining = len(tasks)
+            while remaining:
+                try:
+                    i, item = await asyncio.wait_for(queue.get(), PING_SECONDS)
+                except TimeoutError:
+                    yield 0, None
+                    continue
+                if item is done:
+                    remaining -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield i, item
+        finally:
+            # Client gone or a failure: cancelling the pumps closes the engine generators, which
+            # aborts the requests inside vLLM so they stop using the batch.
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def engine_sampling(sampling: Sampling) -> Sampling:
+    """What the engine is asked for: n=1 when greedy (see `CompletionService._updates`)."""
+    return replace(sampling, n=1) if sampling.temperature == 0 and sampling.n > 1 else sampling

@@ -1,0 +1,223 @@
+"""The vLLM adapter: the one module in nanoserve that imports vllm.
+
+It starts `AsyncLLM` the way `vllm serve` does (with `UsageContext.OPENAI_API_SERVER`, without
+which vLLM picks different batching defaults), translates `engine.Sampling` to `SamplingParams`
+and vLLM's `RequestOutput` back to `engine.Update`. vLLM's own OpenAI server modules are not
+imported: they moved between 0.32 and 0.33, while `AsyncLLM` and `SamplingParams` did not.
+"""
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from vllm import AsyncEngineArgs, SamplingParams, TokensPrompt
+from vllm.exceptions import VLLMValidationError
+from vllm.platforms import current_platform
+from vllm.sampling_params import RequestOutputKind
+from vllm.usage.usage_lib import UsageContext
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError
+
+from convert.tokenizer import load_char_vocab
+
+from .engine import (
+    ChoiceUpdate,
+    EngineDead,
+    EngineRejected,
+    ModelInfo,
+    Sampling,
+    StartupError,
+    TokenLogprob,
+    Update,
+)
+from .settings import Settings
+
+log = logging.getLogger("nanoserve.engine")
+
+
+class UnservableModel(StartupError):
+    """The model can't run on this backend; the message says why and what to do."""
+
+
+def cpu_head_sizes() -> list[int]:
+    """Head sizes (n_embd / n_head) vLLM's CPU attention has kernels for, asked of vLLM itself."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    return list(CPUAttentionBackend.get_supported_head_sizes())
+
+
+def check_servable(model_dir: Path) -> None:
+    """Raise UnservableModel if this platform can't run the model in `model_dir`."""
+    if not current_platform.is_cpu():
+        return
+    # vLLM's CPU attention kills the engine core on other head sizes with a stack trace;
+    # say it up front, in one line, before spending 30 s on a doomed start.
+    cfg = json.loads((model_dir / "config.json").read_text())
+    head = cfg["n_embd"] // cfg["n_head"]
+    supported = cpu_head_sizes()
+    if head not in supported:
+        raise UnservableModel(
+            f"head size {head} (n_embd {cfg['n_embd']} / n_head {cfg['n_head']}) is not supported "
+            f"by vLLM's CPU attention (supported: {', '.join(map(str, supported))}); "
+            "serve it on a GPU, or train with a supported head size"
+        )
+
+
+def _model_dtype(model_dir: Path, requested: str) -> str:
+    # vLLM's "auto" downcasts float32 weights to bfloat16 on CPU, which breaks greedy parity with
+    # the checkpoint; nanoserve's "auto" means the dtype the model was converted to.
+    if requested != "auto":
+        return requested
+    cfg = json.loads((model_dir / "config.json").read_text())
+    return cfg.get("dtype") or cfg.get("torch_dtype") or "auto"
+
+
+def _engine_args(model_dir: Path, name: str, s: Settings) -> AsyncEngineArgs:
+    on_cpu = current_platform.is_cpu()
+    return AsyncEngineArgs(
+        model=str(model_dir),
+        served_model_name=[name],
+        dtype=_model_dtype(model_dir, s.dtype),
+        max_model_len=s.max_model_len,
+        max_num_seqs=s.max_num_seqs,
+        max_num_batched_tokens=s.max_num_batched_tokens,
+        gpu_memory_utilization=s.gpu_memory_utilization,
+        enforce_eager=s.enforce_eager,
+        quantization=s.quantization,
+        tensor_parallel_size=s.tensor_parallel_size,
+        seed=s.seed,
+        max_logprobs=s.max_logprobs,
+        kv_cache_memory_bytes=int(s.cpu_kvcache_space * 2**30) if on_cpu else None,
+        disable_log_stats=False,  # keeps vllm:* metrics flowing into the default registry
+    )
+
+
+def _sampling_params(s: Sampling) -> SamplingParams:
+    return SamplingParams(
+        n=s.n,
+        max_tokens=s.max_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        min_p=s.min_p,
+        presence_penalty=s.presence_penalty,
+        frequency_penalty=s.frequency_penalty,
+        repetition_penalty=s.repetition_penalty,
+        seed=s.seed,
+        stop=list(s.stop) or None,
+        stop_token_ids=list(s.stop_token_ids) or None,
+        ignore_eos=s.ignore_eos,
+        min_tokens=s.min_tokens,
+        logprobs=s.logprobs,
+        prompt_logprobs=s.prompt_logprobs,
+        logit_bias=s.logit_bias,
+        output_kind=RequestOutputKind.DELTA if s.stream else RequestOutputKind.FINAL_ONLY,
+    )
+
+
+def _position(chosen: int, entries: dict | None) -> TokenLogprob | None:
+    """vLLM's {token_id: Logprob} for one position -> the chosen token + its ranked alternatives."""
+    if entries is None:
+        return None
+    top = {}
+    for lp in sorted(entries.values(), key=lambda lp: lp.rank or 0):
+        top.setdefault(lp.decoded_token or "", lp.logprob)
+    pick = entries[chosen]
+    return TokenLogprob(token=pick.decoded_token or "", logprob=pick.logprob, top=top)
+
+
+def _choice(out) -> ChoiceUpdate:
+    ids = list(out.token_ids)
+    logprobs = None
+    if out.logprobs is not None:
+        logprobs = [_position(t, e) for t, e in zip(ids, out.logprobs, strict=True)]
+    return ChoiceUpdate(out.index, out.text, ids, logprobs, out.finish_reason)
+
+
+def _update(ro) -> Update:
+    prompt_ids = list(ro.prompt_token_ids or [])
+    prompt_lps = None
+    # Streams carry the prompt's logprobs once, in the first delta; later deltas have none.
+    if ro.prompt_logprobs and len(ro.prompt_logprobs) == len(prompt_ids):
+        prompt_lps = [_position(t, e) for t, e in zip(prompt_ids, ro.prompt_logprobs, strict=True)]
+    return Update(prompt_ids, [_choice(o) for o in ro.outputs], prompt_lps, ro.finished)
+
+
+class VLLMEngine:
+    """A started AsyncLLM plus what the server needs to know about its model."""
+
+    def __init__(self, llm: AsyncLLM, info: ModelInfo):
+        self.llm = llm
+        self.info = info
+        self.tokenizer = llm.get_tokenizer()
+
+    @classmethod
+    async def start(cls, model_dir: Path, name: str, settings: Settings) -> "VLLMEngine":
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        args = _engine_args(model_dir, name, settings)
+        # Loading takes tens of seconds; a thread keeps /live and /ready answering meanwhile.
+        llm = await asyncio.to_thread(
+            AsyncLLM.from_engine_args, args, usage_context=UsageContext.OPENAI_API_SERVER
+        )
+        mc = llm.model_config
+        info = ModelInfo(
+            name=name,
+            max_model_len=mc.max_model_len,
+            vocab_size=mc.get_vocab_size(),
+            char_vocab=_char_vocab(model_dir),
+            created=int(time.time()),
+        )
+        return cls(llm, info)
+
+    @property
+    def dead(self) -> bool:
+        return self.llm.errored
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids)
+
+    async def generate(
+        self, prompt_token_ids: list[int], sampling: Sampling, request_id: str
+    ) -> AsyncIterator[Update]:
+        prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
+        try:
+            params = _sampling_params(sampling)
+            async for ro in self.llm.generate(prompt, params, request_id):
+                yield _update(ro)
+        except EngineDeadError as e:
+            raise EngineDead(str(e)) from e
+        except VLLMValidationError as e:
+            raise EngineRejected(str(e)) from e
+
+    def check(self, sampling: Sampling) -> None:
+        try:
+            _sampling_params(sampling)
+        except VLLMValidationError as e:
+            raise EngineRejected(str(e)) from e
+
+    async def check_health(self) -> None:
+        try:
+            await self.llm.check_health()
+        except EngineDeadError as e:
+            raise EngineDead(str(e)) from e
+
+    def num_unfinished(self) -> int:
+        return self.llm.get_num_unfinished_requests()
+
+    def shutdown(self) -> None:
+        self.llm.shutdown()
+
+
+def _char_vocab(model_dir: Path) -> frozenset[str] | None:
+    """The characters a char-level model knows (from the converter's records), else None."""
+    if not (model_dir / "nanoserve.json").is_file():  # a directory nanoserve did not convert
+        return None
+    vocab = load_char_vocab(model_dir)
+    return frozenset(vocab) if vocab is not None else None
