@@ -7,7 +7,6 @@ layers (python3, nginx, redis-server) from Debian's packages in place of the reg
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -164,10 +163,3 @@ def wait_ready(url: str, name: str, env: dict[str, str]) -> None:
             pass
         time.sleep(2)
     raise AssertionError(f"not ready after {START_TIMEOUT} s:\n{logs(name, env)}")
-
-
-def free_port() -> int:
-    """A free TCP port on loopback, to publish a container's port on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from bench.procs import free_port
 from tests.deploy import podman as pm
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(3600)]
@@ -80,7 +81,7 @@ class Stack:
 
 @pytest.fixture
 def stack(cpu_image, podman_env, tmp_path):
-    port, prometheus_port = pm.free_port(), pm.free_port()
+    port, prometheus_port = free_port(), free_port()
     keys = tmp_path / "keys.env"
     keys.write_text(f"NANOSERVE_API_KEYS={KEY},{SCRAPE_KEY}\n")
     scrape_key = tmp_path / "scrape.key"

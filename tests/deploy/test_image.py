@@ -6,6 +6,7 @@ import subprocess
 import openai
 import pytest
 
+from bench.procs import free_port
 from tests.deploy import podman as pm
 from tests.helpers import (
     SHAKESPEARE_CHARS,
@@ -34,7 +35,7 @@ def nanogpt_checkout(tmp_path):
 
 def test_image_serves_a_nanogpt_checkout_as_non_root(cpu_image, podman_env, nanogpt_checkout):
     checkout, model = nanogpt_checkout
-    port = pm.free_port()
+    port = free_port()
     name = f"nanoserve-test-image-{port}"
     url = f"http://127.0.0.1:{port}"
     # The README's run line (less --gpus): out/ on /models, data/ under the working directory.

@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from bench.procs import free_port
 from tests.deploy import k8s
 from tests.deploy import podman as pm
 
@@ -37,7 +38,7 @@ def test_cpu_pod_starts_passes_its_probes_and_drains_in_time(cpu_image, podman_e
     c = k8s.container(objects)
     pod = k8s.one(objects, "Deployment")["spec"]["template"]["spec"]
     config_dir = k8s.configmap_files(objects, tmp_path)
-    port = pm.free_port()
+    port = free_port()
     name = f"nanoserve-test-pod-{port}"
     pm.podman(
         "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{c['ports'][0]['containerPort']}",
