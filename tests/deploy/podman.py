@@ -8,6 +8,7 @@ layers (python3, nginx, redis-server) from Debian's packages in place of the reg
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -98,14 +99,18 @@ def debian_image(name: str, containerfile: str, env: dict[str, str]) -> str:
 
 
 def _pip_setting(name: str) -> str | None:
-    """pip's own setting NAME (cert, find-links): its environment variable, else pip's config."""
-    value = os.environ.get("PIP_" + name.upper().replace("-", "_"))
-    if value:
-        return value
+    """pip's own setting NAME (cert, find-links) as pip would read it: environment first, then
+    its config files (`pip config list` prints `where.name='value'` lines)."""
     done = subprocess.run(
-        ["pip", "config", "get", f"global.{name}"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
     )
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    found = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition("=")
+        where, _, key_name = key.rpartition(".")
+        if key_name == name:
+            found[where] = value.strip("'")
+    return found.get(":env:") or next(iter(found.values()), None)
 
 
 def proxy_build_args() -> list[str]:
