@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = {"engine": 600.0, "naive": 180.0}  # s; a cold engine start here takes 30-100 s
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny CI run: demo model, nanoserve+naive")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results dir")
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--demo-ckpt", type=Path, default=models.DEMO_CKPT, help="demo checkpoint")
     ap.add_argument("--kv-cache-gib", type=int, default=2, help="VLLM_CPU_KVCACHE_SPACE")
     ap.add_argument("--client-timeout", type=float, default=1800, help="s per server instance")
-    return ap.parse_args(argv)
+    return ap
 
 
 def machine() -> dict:
@@ -80,7 +81,9 @@ def drive(proc: ServerProcess, case: plan.Case, model_dir: Path, repeat: int, ct
     io_len = (case.input_len, case.output_len)
     argvs = [load.bench_argv(url, model_dir, io_len, lv, repeat, res) for lv, res in ctx["levels"]]
     log = proc.log_path.with_name("client.log")
-    load.run_client(argvs, ctx["api_key"], log, ctx["client_timeout"])
+    code = load.run_client(argvs, ctx["api_key"], log, ctx["client_timeout"])
+    if code != 0:  # a client that died (a signal, a timeout) leaves no result files: say why
+        print(f"  load client exited with {code}; see {log}", file=sys.stderr, flush=True)
     example = shlex.join([".venv/bin/python", "bench/vllm_cli.py", *argvs[-1]])
     ctx["client_example"] = f"OPENAI_API_KEY=$API_KEY {example}"
     return facts
@@ -124,7 +127,7 @@ def sweep(cases: tuple, dirs: dict, wanted: list[str], repeats: int, ctx: dict) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     cases = plan.SMOKE if args.smoke else plan.FULL
     if args.models:
         cases = tuple(c for c in cases if c.model in args.models.split(","))

@@ -11,6 +11,7 @@ A failing invocation is reported and the next one still runs.
 
 import importlib.metadata
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -25,6 +26,10 @@ def _version_cpu_aware(name: str) -> str:
 def run(argv: list[str]) -> None:
     """Run `vllm ARGV` in this process."""
     importlib.metadata.version = _version_cpu_aware
+    # With the version lookup mapped, vLLM no longer recognises its CPU build and `vllm bench`
+    # runs on its unspecified platform, which loads the AVX-512 kernels: SIGILL on a CPU
+    # without AVX-512. Name the platform instead.
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
     from vllm.entrypoints.cli.main import main
 
     sys.argv = ["vllm", *argv]

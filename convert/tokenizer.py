@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from convert.errors import ConvertError, UnknownCharsError
+from convert.errors import ConvertError
 
 GPT2_EOS = "<|endoftext|>"
 GPT2_EOS_ID = 50256
@@ -110,13 +110,6 @@ def unknown_chars(text: str, vocab: set[str] | str) -> list[str]:
     ['é', '!']
     """
     return list(dict.fromkeys(c for c in text if c not in vocab))
-
-
-def check_chars(text: str, vocab: set[str] | str) -> None:
-    """Raise UnknownCharsError naming every character of `text` the vocabulary lacks."""
-    bad = unknown_chars(text, vocab)
-    if bad:
-        raise UnknownCharsError(bad)
 
 
 def load_char_vocab(model_dir: str | Path) -> set[str] | None:

@@ -20,6 +20,7 @@ from .runtime import Runtime
 from .security.accounting import Accounting
 from .security.auth import Authenticator
 from .security.guard import Guard
+from .security.lockout import Lockout
 from .security.ratelimit import RateLimiter
 from .service import CompletionService
 from .settings import Settings
@@ -77,7 +78,14 @@ def create_app(
         auth=auth,
         limiter=limiter,
         accounting=accounting,
+        lockout=Lockout(settings.max_auth_failures),
         metrics_open=settings.metrics_open,
     )
-    app.add_middleware(RequestContext, metrics=metrics, max_body=settings.max_request_bytes)
+    app.add_middleware(
+        RequestContext,
+        metrics=metrics,
+        max_body=settings.max_request_bytes,
+        max_headers=settings.max_header_count,
+        max_header_bytes=settings.max_header_bytes,
+    )
     return app

@@ -157,6 +157,7 @@ def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int
     On a signal, uvicorn stops accepting, lets in-flight requests finish (up to
     graceful_shutdown_timeout), then re-raises the signal so a supervisor sees why it ended."""
     from .app import create_app
+    from .http import bounded_protocol
     from .security.keyfile import KeyFileError
 
     if problem := auth_problem(settings):  # (again: run() has callers besides serve())
@@ -189,6 +190,9 @@ def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int
         access_log=False,
         timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
+        # h11, not httptools: it bounds the request head (httptools reads any size, forever)
+        http=bounded_protocol(settings.max_header_bytes, settings.header_timeout),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     server = _Server(config)
     server.runtime = app.state.runtime
@@ -197,11 +201,21 @@ def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int
     return exit_code
 
 
+def settings_errors(e: ValidationError) -> str:
+    """One line per problem, naming the setting and never its value: pydantic's own message
+    repeats the input, and a model-level check's input is every setting, secrets included."""
+    lines = []
+    for err in e.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
     except ValidationError as e:
-        print(f"nanoserve serve: invalid settings:\n{e}", file=sys.stderr)
+        print(f"nanoserve serve: invalid settings:\n{settings_errors(e)}", file=sys.stderr)
         return 2
     except ValueError as e:
         print(f"nanoserve serve: {e}", file=sys.stderr)

@@ -30,7 +30,6 @@ class Sampling:
     logprobs: int | None = None  # top-k alternatives per generated token
     prompt_logprobs: int | None = None  # same, for the prompt tokens (echo + logprobs)
     logit_bias: dict[int, float] | None = None
-    stream: bool = False  # deltas as they come, else one final update
 
 
 @dataclass

@@ -109,6 +109,8 @@ def internal() -> APIError:
     )
 
 
+# FastAPI's validation errors are 422 {"detail": [...]}, which the SDK surfaces as an opaque
+# UnprocessableEntityError; OpenAI answers 400 with the offending parameter named.
 def _param_from_loc(loc: tuple) -> str | None:
     """('body', 'stop', 3) -> 'stop': the field the client has to fix."""
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]

@@ -29,11 +29,13 @@ class Metrics:
             "nanoserve_requests_in_flight", "Requests being answered now.", registry=registry
         )
         self.prompt_tokens = Counter(
-            "nanoserve_prompt_tokens", "Prompt tokens of completed requests.", registry=registry
+            "nanoserve_prompt_tokens",
+            "Prompt tokens of admitted requests, counted when each ends.",
+            registry=registry,
         )
         self.completion_tokens = Counter(
             "nanoserve_completion_tokens",
-            "Tokens generated for completed requests.",
+            "Tokens generated, counted when each request ends (an aborted stream included).",
             registry=registry,
         )
         self.engine_unfinished = Gauge(

@@ -9,11 +9,14 @@ import re
 import time
 import uuid
 
+from starlette.exceptions import HTTPException
+
 from .errors import APIError
 from .metrics import Metrics
 
 log = logging.getLogger("nanoserve.access")
 
+# A client's id is echoed into headers and logs: nothing that could split a header or a log line
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -26,18 +29,28 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
+def _headers_too_large(message: str) -> APIError:
+    return APIError(message, status=431, code="request_header_fields_too_large")
+
+
 class BodyTooLarge(APIError):
-    """Raised from inside the app while it reads the body, so the error handlers answer it."""
+    """413: the body is over the cap."""
 
     def __init__(self, limit: int):
         super().__init__(f"Request body is larger than {limit} bytes.", status=413)
 
 
 class RequestContext:
-    def __init__(self, app, metrics: Metrics, max_body: int):
+    """Outermost middleware: request id, body cap, in-flight gauge, one access line per request."""
+
+    def __init__(
+        self, app, metrics: Metrics, max_body: int, max_headers: int, max_header_bytes: int
+    ):
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -45,7 +58,7 @@ class RequestContext:
         rid = request_id_from(scope["headers"])
         scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
-        status = 500
+        status = 500  # what the log says if the app dies before starting a response
         header = (b"x-request-id", rid.encode())
 
         async def send_with_id(message):
@@ -57,6 +70,10 @@ class RequestContext:
 
         self.metrics.in_flight.inc()
         try:
+            # a declared size is refused before a byte is read; a chunked body is counted as
+            # it arrives (_capped), so neither can make us buffer more than the cap
+            if problem := self._head_problem(scope["headers"]):  # before the guard hashes a key
+                return await _headers_too_large(problem).send(send_with_id, scope["path"])
             if self._declared_size(scope) > self.max_body:
                 return await BodyTooLarge(self.max_body).send(send_with_id, scope["path"])
             await self.app(scope, self._capped(receive), send_with_id)
@@ -64,11 +81,18 @@ class RequestContext:
             self.metrics.in_flight.dec()
             self._record(scope, rid, status, time.perf_counter() - started)
 
+    def _head_problem(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        if len(headers) > self.max_headers:
+            return f"The request has more than {self.max_headers} header lines."
+        if sum(len(k) + len(v) + 4 for k, v in headers) > self.max_header_bytes:
+            return f"Request headers are larger than {self.max_header_bytes} bytes."
+        return None
+
     @staticmethod
     def _declared_size(scope) -> int:
         for k, v in scope["headers"]:
             if k == b"content-length":
-                return int(v) if v.isdigit() else 0
+                return int(v) if v.isdigit() else 0  # h11 refuses malformed ones first
         return 0
 
     def _capped(self, receive):
@@ -79,12 +103,16 @@ class RequestContext:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_body:
-                raise BodyTooLarge(self.max_body)
+                # an HTTPException: FastAPI re-raises those from its body parsing (anything
+                # else it turns into a 400 "error parsing the body"), errors.py shapes it
+                raise HTTPException(413, BodyTooLarge(self.max_body).message)
             return message
 
         return wrapped
 
     def _record(self, scope, rid: str, status: int, seconds: float) -> None:
+        # the route template, not the raw path: /v1/models/{model_id} is one label, so a
+        # client can't grow the metric's cardinality by inventing paths
         route = scope.get("route")
         name = getattr(route, "path", "unmatched")
         self.metrics.requests.labels(name, str(status)).inc()

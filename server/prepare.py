@@ -189,7 +189,6 @@ def completion_work(req: CompletionRequest, info: ModelInfo, s: Settings, encode
         logprobs=req.logprobs,
         prompt_logprobs=req.logprobs if scoring else None,
         logit_bias=_logit_bias(req, info),
-        stream=req.stream,
     )
     return Prepared(prompts, sampling, req.echo, req.logprobs, discard, req.include_usage)
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from .completions import Job, choice_json, chunk_event, response_json
-from .engine import Engine, EngineDead, EngineRejected, Sampling, Update
+from .engine import ChoiceUpdate, Engine, EngineDead, EngineRejected, Sampling, Update
 from .errors import APIError, internal, invalid, unavailable
 from .metrics import Metrics
 from .prepare import Prepared, completion_work, legacy_work
@@ -94,13 +94,19 @@ class CompletionService:
         await asyncio.shield(self.limiter.refund_tokens(job.ticket, used))
 
     async def _final(self, job: Job, i: int) -> Update:
-        last = None
+        """Prompt `i`'s whole result, put together from the engine's deltas. Each token is
+        counted as it arrives, so a request cancelled midway (its client left) is charged what
+        the engine generated, not just its prompt."""
+        choices: dict[int, ChoiceUpdate] = {}
+        first = last = None
         async for update in self._updates(job, i):
-            last = update
+            first, last = first or update, update
+            for c in update.choices:
+                job.count(c)
+                _extend(choices, c)
         assert last is not None and last.finished, "engine ended a request without a final output"
-        for c in last.choices:
-            job.count(c)
-        return last
+        ordered = [choices[k] for k in sorted(choices)]
+        return Update(first.prompt_token_ids, ordered, first.prompt_logprobs, True)
 
     async def run(self, job: Job) -> dict:
         """The whole completion as one OpenAI response body."""
@@ -204,6 +210,20 @@ class CompletionService:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _extend(choices: dict[int, ChoiceUpdate], delta: ChoiceUpdate) -> None:
+    """Append one delta to its choice (with n > 1, a delta holds only the choices that moved)."""
+    c = choices.get(delta.index)
+    if c is None:
+        logprobs = list(delta.logprobs) if delta.logprobs is not None else None
+        choices[delta.index] = replace(delta, token_ids=list(delta.token_ids), logprobs=logprobs)
+        return
+    c.text += delta.text
+    c.token_ids += delta.token_ids
+    if delta.logprobs is not None:
+        c.logprobs = (c.logprobs or []) + delta.logprobs
+    c.finish_reason = delta.finish_reason or c.finish_reason
 
 
 def engine_sampling(sampling: Sampling) -> Sampling:

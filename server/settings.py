@@ -8,6 +8,7 @@ descriptions below (scripts/settings_table.py), so a description is documentatio
 from pathlib import Path
 from typing import Annotated, Literal
 
+import jwt
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -18,6 +19,7 @@ from pydantic_settings import (
 )
 
 LogFormat = Literal["json", "text"]
+HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 
 
@@ -96,7 +98,17 @@ class Settings(BaseSettings):
     allow_public_no_auth: bool = Field(
         False, description="With --no-auth, also allow a non-loopback --host. Think twice."
     )
-    metrics_open: bool = Field(False, description="Serve /metrics without credentials.")
+    metrics_open: bool = Field(
+        False,
+        description="Serve /metrics without credentials. Otherwise it needs a key with the "
+        "`metrics` or `admin` scope (its per-caller series name every tenant).",
+    )
+    max_auth_failures: int = Field(
+        30,
+        ge=1,
+        description="Failed authentications per minute from one client address before it gets "
+        "429 for the rest of the minute.",
+    )
 
     # --- per-caller limits (defaults; a key-file line or JWT claim overrides them)
     rpm: int | None = Field(None, ge=1, description="Requests per minute per caller.")
@@ -138,6 +150,21 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         1_000_000, ge=1024, description="Largest request body in bytes (413 above)."
     )
+    max_header_bytes: int = Field(
+        32_768,
+        ge=1024,
+        description="Largest request head (request line and headers) in bytes; 431 and a close "
+        "above, before authentication.",
+    )
+    max_header_count: int = Field(
+        100, ge=8, description="Most request header lines; 431 above, before authentication."
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a complete request head after connecting (or "
+        "after the previous response); 408 and a close after.",
+    )
 
     # --- engine (vLLM's names)
     dtype: Dtype = Field(
@@ -175,11 +202,33 @@ class Settings(BaseSettings):
             return [part.strip() for x in v for part in x.split(",") if part.strip()]
         return v
 
+    @field_validator("jwt_algorithms", mode="after")
+    @classmethod
+    def _known_algorithms(cls, v: list[str] | None) -> list[str] | None:
+        # PyJWT's names are case-sensitive ("HS256", "EdDSA"): spell them its way once, here,
+        # so the start-up checks and every later decode agree
+        if v is None:
+            return v
+        known = {name.lower(): name for name in jwt.algorithms.get_default_algorithms()}
+        unknown = [a for a in v if a.lower() not in known or a.lower() == "none"]
+        if unknown:
+            raise ValueError(f"unknown JWT algorithm(s) {', '.join(unknown)}")
+        return [known[a.lower()] for a in v]
+
     @model_validator(mode="after")
     def _auth_is_coherent(self) -> "Settings":
         if self.jwt_secret and self.jwt_public_key_file:
             raise ValueError("give jwt_secret or jwt_public_key_file, not both")
         algs = self.jwt_algorithms or []
+        if self.jwt_secret:
+            # RFC 7518 3.2: an HMAC key at least as long as the hash (32 bytes for HS256)
+            need = max([HMAC_KEY_BYTES.get(a, 32) for a in algs] or [32])
+            if len(self.jwt_secret.get_secret_value().encode()) < need:
+                raise ValueError(
+                    f"jwt_secret is too short: HMAC keys need at least {need} bytes "
+                    '(RFC 7518); make one with: python -c "import secrets; '
+                    'print(secrets.token_urlsafe(48))"'
+                )
         if self.jwt_secret and any(not a.startswith("HS") for a in algs):
             raise ValueError("with jwt_secret, jwt_algorithms must be HS256/HS384/HS512")
         if self.jwt_public_key_file and any(a.startswith("HS") or a == "none" for a in algs):

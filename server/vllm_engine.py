@@ -122,7 +122,9 @@ def _sampling_params(s: Sampling) -> SamplingParams:
         logprobs=s.logprobs,
         prompt_logprobs=s.prompt_logprobs,
         logit_bias=s.logit_bias,
-        output_kind=RequestOutputKind.DELTA if s.stream else RequestOutputKind.FINAL_ONLY,
+        # Deltas even for a non-streamed answer: the service counts tokens as they come, so a
+        # request cancelled midway (its client left) is charged what was generated.
+        output_kind=RequestOutputKind.DELTA,
     )
 
 

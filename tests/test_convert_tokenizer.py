@@ -7,10 +7,9 @@ import sys
 import pytest
 from transformers import AutoTokenizer
 
-from convert.errors import ConvertError, UnknownCharsError
+from convert.errors import ConvertError
 from convert.tokenizer import (
     char_tokenizer,
-    check_chars,
     copy_custom,
     unknown_chars,
     write_char,
@@ -77,14 +76,6 @@ def test_tokenizer_config_disables_space_cleanup(char_dir):
 def test_unknown_chars_are_listed_once_in_order():
     assert unknown_chars("héllo wörld, é!", set(SHAKESPEARE_CHARS)) == ["é", "ö"]
     assert unknown_chars("hello", SHAKESPEARE_CHARS) == []
-
-
-def test_check_chars_raises_a_value_error_naming_them():
-    with pytest.raises(UnknownCharsError) as e:
-        check_chars("naïve\t", set(SHAKESPEARE_CHARS))
-    assert str(e.value) == "characters not in the model's vocabulary: 'ï', '\\t'"
-    assert e.value.chars == ["ï", "\t"]
-    assert isinstance(e.value, ValueError)
 
 
 def test_tokenizer_module_imports_without_torch_or_transformers():

@@ -16,6 +16,7 @@ from .keyfile import KeyEntry, KeyFileError, digest, find, key_id, parse_key_fil
 log = logging.getLogger("nanoserve.auth")
 
 CLAIM = "nanoserve"  # optional claim: {"rpm": N, "tpm": N, "concurrency": N, "admin": true}
+JWT_PREFIX = "jwt:"  # caller ids of tokens: "jwt:<sub>", apart from key ids
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -28,7 +29,11 @@ def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def _jwt_limits(claims: dict) -> tuple[Limits, bool]:
+def _jwt_caller(claims: dict) -> Caller | None:
+    """The caller a verified token names, or None when its `sub` is unusable."""
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.strip():
+        return None
     extra = claims.get(CLAIM) or {}
     if not isinstance(extra, dict):
         extra = {}
@@ -38,7 +43,14 @@ def _jwt_limits(claims: dict) -> tuple[Limits, bool]:
         if isinstance(extra.get(k), int) and extra[k] > 0
     }
     scopes = str(claims.get("scope", "")).split()
-    return Limits(**limits), extra.get("admin") is True or "admin" in scopes
+    return Caller(
+        # its own namespace: a token with sub=alice must not be billed as the key id alice
+        id=JWT_PREFIX + sub,
+        limits=Limits(**limits),
+        admin=extra.get("admin") is True or "admin" in scopes,
+        metrics=extra.get("metrics") is True or "metrics" in scopes,
+        kind="jwt",
+    )
 
 
 class Authenticator:
@@ -51,8 +63,26 @@ class Authenticator:
         ]
         self._file_entries: list[KeyEntry] = []
         if settings.api_key_file:
-            self._file_entries = parse_key_file(settings.api_key_file)  # bad file: fail start
+            self._file_entries = self._read_key_file()  # a bad file fails the start
         self._jwt_key, self._jwt_algs = self._jwt_setup(settings)
+
+    def _read_key_file(self) -> list[KeyEntry]:
+        path = Path(self.settings.api_key_file)
+        entries = parse_key_file(path)
+        s = self.settings
+        if not entries and not (s.api_keys or s.jwt_secret or s.jwt_public_key_file):
+            # an empty file as the only credential would start a server nobody can use
+            raise KeyFileError(f"key file {path} holds no keys (and no other credential is set)")
+        if not entries:
+            log.warning("key file %s holds no keys", path)
+        mode = path.stat().st_mode
+        if mode & 0o044:
+            log.warning(
+                "key file %s is readable by other users (mode %o): run chmod 600 on it",
+                path,
+                mode & 0o777,
+            )
+        return entries
 
     @staticmethod
     def _jwt_setup(s: Settings) -> tuple[object | None, list[str]]:
@@ -68,8 +98,8 @@ class Authenticator:
         if not self.settings.api_key_file:
             return False
         try:
-            entries = parse_key_file(self.settings.api_key_file)
-        except KeyFileError as e:
+            entries = self._read_key_file()
+        except (KeyFileError, OSError) as e:
             log.error(
                 "key file reload failed, keeping the %d previous keys: %s",
                 len(self._file_entries),
@@ -95,8 +125,7 @@ class Authenticator:
         except jwt.PyJWTError as e:
             log.info("JWT rejected: %s", e)
             return None
-        limits, admin = _jwt_limits(claims)
-        return Caller(id=str(claims["sub"]), limits=limits, admin=admin, kind="jwt")
+        return _jwt_caller(claims)
 
     def authenticate(self, headers: list[tuple[bytes, bytes]]) -> Caller | None:
         """The caller behind these request headers, or None (-> 401)."""

@@ -24,8 +24,13 @@ class Limits:
 class Caller:
     id: str  # key id or JWT subject: safe to log, never the secret itself
     limits: Limits = field(default_factory=Limits)
-    admin: bool = False
+    admin: bool = False  # /v1/usage, and /metrics
+    metrics: bool = False  # /metrics only: for scrapers (the metrics name every caller)
     kind: str = "key"  # "key" | "jwt" | "anonymous"
 
+    @property
+    def reads_metrics(self) -> bool:
+        return self.admin or self.metrics
 
-ANONYMOUS = Caller(id="anonymous", kind="anonymous")
+
+ANONYMOUS = Caller(id="anonymous", kind="anonymous", metrics=True)  # --no-auth: all open

@@ -11,10 +11,12 @@ completion service charges tokens and settles them.
 """
 
 import logging
+import math
 
 from ..errors import APIError
 from .accounting import Accounting
 from .auth import Authenticator
+from .lockout import Lockout
 from .ratelimit import RateLimiter, Ticket, rejection_reason
 
 log = logging.getLogger("nanoserve.guard")
@@ -22,6 +24,13 @@ log = logging.getLogger("nanoserve.guard")
 OPEN_PATHS = frozenset({"/", "/health", "/live", "/ready"})
 # Authenticated but not rate-limited: a scraper must see the outage that limits would hide.
 UNMETERED_PATHS = frozenset({"/metrics"})
+
+METRICS_FORBIDDEN = APIError(
+    "/metrics names every caller: it needs a key with the `metrics` (or `admin`) scope.",
+    status=403,
+    type="permission_error",
+    code="insufficient_permissions",
+)
 
 UNAUTHORIZED = APIError(
     "Missing or invalid credentials: send 'Authorization: Bearer <API key or JWT>'.",
@@ -38,24 +47,37 @@ class Guard:
         auth: Authenticator,
         limiter: RateLimiter,
         accounting: Accounting,
+        lockout: Lockout,
         metrics_open: bool,
     ):
         self.app = app
         self.auth = auth
         self.limiter = limiter
         self.accounting = accounting
+        self.lockout = lockout
         self.open_paths = OPEN_PATHS | ({"/metrics"} if metrics_open else set())
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        if scope["type"] == "lifespan":
             return await self.app(scope, receive, send)
+        if scope["type"] != "http":  # a WebSocket: no route takes one, and none gets past here
+            return await _refuse_websocket(receive, send)
+        if scope["path"] in self.open_paths:
+            return await self.app(scope, receive, send)
+        address = (scope.get("client") or ("unknown",))[0]
+        if (wait := self.lockout.retry_after(address)) is not None:
+            self.accounting.rejected("unauthenticated", "auth_lockout")
+            return await _locked_out(wait).send(send, scope["path"])
         caller = self.auth.authenticate(scope["headers"])
         if caller is None:
+            self.lockout.failed(address)
             self.accounting.rejected("unauthenticated", "auth")
             return await UNAUTHORIZED.send(send, scope["path"])
         state = scope.setdefault("state", {})
         state["caller"] = caller.id
         if scope["path"] in UNMETERED_PATHS:
+            if not caller.reads_metrics:
+                return await METRICS_FORBIDDEN.send(send, scope["path"])
             return await self.app(scope, receive, send)
         try:
             ticket = await self.limiter.admit(caller)
@@ -80,3 +102,19 @@ def _with_headers(send, ticket: Ticket):
         await send(message)
 
     return wrapped
+
+
+def _locked_out(wait: float) -> APIError:
+    seconds = max(math.ceil(wait), 1)
+    return APIError(
+        f"Too many failed authentications from your address; retry in {seconds} s.",
+        status=429,
+        type="rate_limit_error",
+        code="too_many_failed_authentications",
+        headers={"Retry-After": str(seconds), "retry-after-ms": str(seconds * 1000)},
+    )
+
+
+async def _refuse_websocket(receive, send) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close", "code": 1008})  # policy violation: HTTP 403

@@ -5,6 +5,7 @@ budget). Tokens are reserved at admission (prompt + max_tokens x n) and the unus
 back when the request ends, so a caller is charged what it really used.
 """
 
+import asyncio
 import logging
 import math
 import time
@@ -21,6 +22,12 @@ from .callers import Caller, Limits
 log = logging.getLogger("nanoserve.ratelimit")
 
 CONCURRENCY_TTL = 600  # s; bounds how long a crashed replica's in-flight count can linger
+RELEASE_RETRY_FIRST = 0.2  # s; first wait before retrying a release the storage refused
+RELEASE_RETRY_FOR = 120.0  # s; a Redis outage longer than this leaves the slot to the TTL
+
+
+def _slot_key(caller_id: str) -> str:
+    return f"nanoserve/concurrency/{caller_id}"
 
 
 def _storage(uri: str):
@@ -79,6 +86,7 @@ class RateLimiter:
         self.fail_open = settings.ratelimit_fail_open
         self.window_seconds = settings.ratelimit_window
         self.on_storage_error = on_storage_error or (lambda: None)
+        self._retries: set[asyncio.Task] = set()
 
     def _item(self, amount: int) -> RateLimitItemPerSecond:
         return RateLimitItemPerSecond(amount, self.window_seconds)
@@ -98,6 +106,18 @@ class RateLimiter:
     def _down(self) -> APIError:
         return unavailable("Rate limiting is unavailable; retry shortly.", retry_after=5)
 
+    async def _take(self, item: RateLimitItemPerSecond, kind: str, who: str, cost: int):
+        """Take `cost` from a window in one atomic step, or nothing: (taken, window stats).
+
+        The increment is the check (INCR returns the new count, in Redis and in memory alike),
+        so concurrent requests on any number of replicas can't all see room that only one of
+        them fits in; an increment that went over is taken back at once."""
+        taken = await self._guard(self.window.hit(item, kind, who, cost=cost))
+        if not taken:
+            await self._guard(self.storage.incr(item.key_for(kind, who), item.get_expiry(), -cost))
+        stats = await self._guard(self.window.get_window_stats(item, kind, who))
+        return taken, stats
+
     async def admit(self, caller: Caller) -> Ticket:
         """Count one request against the caller's rpm and concurrency, or raise a 429."""
         limits = caller.limits.over(self.defaults)
@@ -113,9 +133,7 @@ class RateLimiter:
     async def _requests(self, t: Ticket) -> None:
         if t.limits.rpm is None:
             return
-        item = self._item(t.limits.rpm)
-        allowed = await self._guard(self.window.hit(item, "rpm", t.caller.id))
-        stats = await self._guard(self.window.get_window_stats(item, "rpm", t.caller.id))
+        taken, stats = await self._take(self._item(t.limits.rpm), "rpm", t.caller.id, 1)
         reset_in = stats.reset_time - time.time()
         t.headers.update(
             {
@@ -124,13 +142,15 @@ class RateLimiter:
                 "x-ratelimit-reset-requests": _reset_header(reset_in),
             }
         )
-        if not allowed:
+        if not taken:
             raise RateLimited("requests", "requests per minute", reset_in, t.headers)
 
     async def _slot(self, t: Ticket) -> None:
         if t.limits.concurrency is None:
             return
-        key = f"nanoserve/concurrency/{t.caller.id}"
+        key = _slot_key(t.caller.id)
+        # increment, then look: INCR is atomic, so two replicas can't both see the last slot
+        # free (a read-then-write could); over the limit, take it back
         n = await self._guard(self.storage.incr(key, CONCURRENCY_TTL, 1))
         if n > t.limits.concurrency:
             await self._guard(self.storage.incr(key, CONCURRENCY_TTL, -1))
@@ -140,52 +160,69 @@ class RateLimiter:
         t.holds_slot = True
 
     async def reserve_tokens(self, t: Ticket, tokens: int) -> None:
-        """Reserve `tokens` of the caller's tokens/minute, or raise a 429."""
+        """Reserve `tokens` of the caller's tokens/minute in one atomic step, or raise a 429."""
         if t.limits.tpm is None:
             return
-        item = self._item(t.limits.tpm)
+        if tokens > t.limits.tpm:  # no wait would ever admit it: a 400, not a 429
+            raise APIError(
+                f"This request needs {tokens} tokens (prompt + max_tokens x n), more than your "
+                f"limit of {t.limits.tpm} per minute; lower max_tokens or n.",
+                param="max_tokens",
+                code="tokens_over_limit",
+            )
         try:
-            if tokens > t.limits.tpm:
-                raise APIError(
-                    f"This request needs {tokens} tokens (prompt + max_tokens x n), "
-                    f"more than your limit of {t.limits.tpm} per minute; lower "
-                    "max_tokens or n.",
-                    param="max_tokens",
-                    code="tokens_over_limit",
-                )
-            if await self._guard(self.window.test(item, "tpm", t.caller.id, cost=tokens)):
-                await self._guard(self.window.hit(item, "tpm", t.caller.id, cost=tokens))
-                t.reserved_tokens = tokens
-            stats = await self._guard(self.window.get_window_stats(item, "tpm", t.caller.id))
+            taken, stats = await self._take(self._item(t.limits.tpm), "tpm", t.caller.id, tokens)
         except StorageDown:
             if not self.fail_open:
                 raise self._down() from None
             return
-        t.window_reset = stats.reset_time
+        reset_in = stats.reset_time - time.time()
+        # the guard puts the ticket's headers on every response, this 429 included: the
+        # error itself carries only Retry-After, or each x-ratelimit header would come twice
         t.headers.update(
             {
                 "x-ratelimit-limit-tokens": str(t.limits.tpm),
                 "x-ratelimit-remaining-tokens": str(stats.remaining),
-                "x-ratelimit-reset-tokens": _reset_header(stats.reset_time - time.time()),
+                "x-ratelimit-reset-tokens": _reset_header(reset_in),
             }
         )
-        if not t.reserved_tokens:
-            raise RateLimited(
-                "tokens", "tokens per minute", stats.reset_time - time.time(), t.headers
-            )
+        if not taken:
+            raise RateLimited("tokens", "tokens per minute", reset_in, {})
+        t.reserved_tokens, t.window_reset = tokens, stats.reset_time
 
     async def release(self, t: Ticket) -> None:
-        """The HTTP request ended: free its concurrency slot."""
+        """The HTTP request ended: free its concurrency slot. If the storage is unreachable the
+        release is retried in the background (a Redis blip must not hold a slot — and answer
+        the caller 429 — until the key's TTL)."""
         if not t.holds_slot:
             return
         t.holds_slot = False
-        key = f"nanoserve/concurrency/{t.caller.id}"
+        key = _slot_key(t.caller.id)
         try:
-            if await self.storage.incr(key, CONCURRENCY_TTL, -1) < 0:  # key had expired
-                await self.storage.clear(key)
+            await self._free_slot(key)
         except self.storage.base_exceptions as e:
             self.on_storage_error()
-            log.error("rate-limit storage unreachable on release: %s", e)
+            log.error("rate-limit storage unreachable on release (%s); retrying", e)
+            task = asyncio.create_task(self._free_slot_later(key))
+            self._retries.add(task)  # held, so the task is not garbage-collected mid-retry
+            task.add_done_callback(self._retries.discard)
+
+    async def _free_slot(self, key: str) -> None:
+        if await self.storage.incr(key, CONCURRENCY_TTL, -1) < 0:  # the key had expired
+            await self.storage.clear(key)
+
+    async def _free_slot_later(self, key: str) -> None:
+        delay = RELEASE_RETRY_FIRST
+        deadline = time.monotonic() + RELEASE_RETRY_FOR
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            try:
+                await self._free_slot(key)
+                log.info("rate-limit storage back: released a concurrency slot of %s", key)
+                return
+            except self.storage.base_exceptions:
+                delay = min(delay * 2, 5.0)
+        log.error("gave up releasing %s: it expires with its TTL (%d s)", key, CONCURRENCY_TTL)
 
     async def refund_tokens(self, t: Ticket, used_tokens: int) -> None:
         """The job ended having used `used_tokens`: give back the rest of its reservation."""

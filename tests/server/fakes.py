@@ -57,9 +57,12 @@ class FakeEngine:
         self.seen.append((prompt_ids, s, request_id))
         self.active += 1
         try:
-            ids = {j: [] for j in range(s.n)}
             steps = min(s.max_tokens, self.stop_after or s.max_tokens)
             reason = "stop" if steps < s.max_tokens else "length"
+            # as vLLM's DELTA output: the prompt's logprobs ride on the first update only
+            prompt_lps = None
+            if s.prompt_logprobs is not None:
+                prompt_lps = [None] + [self._position(t) for t in prompt_ids[1:]]
             for step in range(steps):
                 await asyncio.sleep(self.delay)
                 if self.dead:
@@ -68,29 +71,9 @@ class FakeEngine:
                 choices = []
                 for j in range(s.n):
                     t = (prompt_ids[-1] + 1 + step + j) % len(ALPHABET)
-                    ids[j].append(t)
                     lps = [self._position(t)] if s.logprobs is not None else None
                     choices.append(ChoiceUpdate(j, ALPHABET[t], [t], lps, reason if last else None))
-                if s.stream:
-                    yield Update(prompt_ids, choices, None, last)
-            if not s.stream:
-                yield Update(
-                    prompt_ids,
-                    [
-                        ChoiceUpdate(
-                            j,
-                            self.decode(ids[j]),
-                            ids[j],
-                            [self._position(t) for t in ids[j]] if s.logprobs is not None else None,
-                            reason,
-                        )
-                        for j in range(s.n)
-                    ],
-                    [None] + [self._position(t) for t in prompt_ids[1:]]
-                    if s.prompt_logprobs is not None
-                    else None,
-                    True,
-                )
+                yield Update(prompt_ids, choices, prompt_lps if step == 0 else None, last)
         finally:
             self.active -= 1
 

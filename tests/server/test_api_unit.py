@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from bench.procs import free_port
 from tests.server.fakes import FakeEngine, fake_app
 
 
@@ -127,6 +128,45 @@ def test_bad_input_is_400_naming_param(client, body, param):
     assert_invalid(complete(client, **body), param)
 
 
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("seed", 2**64),
+        ("seed", -(2**64)),
+        ("top_k", 2**64),
+        ("max_tokens", 2**64),
+        ("n", 2**64),
+        ("best_of", 2**64),
+        ("logprobs", 2**64),
+        ("min_tokens", 2**64),
+        ("stop_token_ids", [2**64]),
+        ("prompt", [2**64]),
+        ("logit_bias", {"1": 1e308}),
+        ("temperature", 1e308),
+        ("frequency_penalty", -1e308),
+    ],
+)
+def test_out_of_range_numbers_are_400_naming_the_field(client, field, value):
+    # unbounded, these reached the engine and came back as a 500, which the SDK retries
+    body = {"prompt": "abc", "max_tokens": 1, field: value}
+    assert_invalid(complete(client, **body), field)
+
+
+def test_one_stop_string_is_one_sequence_of_any_length(client, engine):
+    r = complete(client, prompt="abc", max_tokens=2, stop="\n\nJULIET:")
+    assert r.status_code == 200, r.text
+    assert engine.seen[-1][1].stop == ("\n\nJULIET:",)
+
+
+def test_engine_refusal_is_400_before_the_stream_starts(client, engine):
+    # max_tokens null means "as many as fit" (61 here), which min_tokens exceeds: only the
+    # engine's own check sees it, and it must answer before the 200 of a stream is sent
+    r = complete(client, prompt="abc", max_tokens=None, min_tokens=62, stream=True)
+    assert r.status_code == 400, r.text
+    assert "min_tokens" in r.json()["error"]["message"]
+    assert engine.seen == []
+
+
 def test_unknown_characters_are_named(client):
     r = complete(client, prompt="abc€Z")
     assert_invalid(r, "prompt", code="unknown_characters")
@@ -200,13 +240,38 @@ def test_legacy_generate_contract(client):
     assert r.json() == {"text": "abcdef", "tokens_generated": 3}
 
 
-def test_legacy_generate_errors_use_detail(client):
-    r = client.post("/generate", json={"max_tokens": 3})
-    assert r.status_code == 422
-    assert isinstance(r.json()["detail"], str)
-    r = client.post("/generate", json={"prompt": "a" * 60})  # default max_tokens 100 > context
-    assert r.status_code == 400
-    assert "context" in r.json()["detail"]
+def assert_legacy_error(r, status: int) -> dict:
+    """/generate's one rule: the OpenAI error body plus the seed's `detail` (same message)."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["detail"] == body["error"]["message"] and body["detail"]
+    return body["error"]
+
+
+def test_legacy_generate_route_errors_follow_the_rule(client):
+    assert_legacy_error(client.post("/generate", json={"max_tokens": 3}), 422)
+    err = assert_legacy_error(client.post("/generate", json={"prompt": "a" * 60}), 400)
+    assert err["code"] == "context_length_exceeded"  # default max_tokens 100 > context 64
+    assert_legacy_error(client.post("/generate", json={"prompt": "a" * 5000}), 413)
+
+
+def test_legacy_generate_middleware_errors_follow_the_rule(tmp_path):
+    body = {"prompt": "abc", "max_tokens": 2}
+    with fake_app(api_keys=["k"], rpm=1) as c:
+        assert_legacy_error(c.post("/generate", json=body), 401)
+        key = {"Authorization": "Bearer k"}
+        assert c.post("/generate", json=body, headers=key).status_code == 200
+        assert_legacy_error(c.post("/generate", json=body, headers=key), 429)
+    closed = f"redis://127.0.0.1:{free_port()}"  # nothing listens: the limiter fails closed
+    with fake_app(api_keys=["k"], rpm=5, ratelimit_storage=closed) as c:
+        r = c.post("/generate", json=body, headers={"Authorization": "Bearer k"})
+        assert assert_legacy_error(r, 503)["code"] == "server_overloaded"
+
+
+def test_legacy_generate_top_k_over_the_vocabulary_is_off(client, engine):
+    # the seed's default top_k=200 exceeds a character vocabulary: it means "keep every token"
+    assert client.post("/generate", json={"prompt": "abc", "max_tokens": 1}).status_code == 200
+    assert engine.seen[-1][1].top_k == 0
 
 
 def test_health_probes(client, engine):
@@ -225,8 +290,15 @@ def test_unknown_route_is_openai_404(client):
     assert "error" in r.json()
 
 
-def test_metrics_exposes_request_counts(client):
+def test_metrics_exposes_request_counts(client, tmp_path):
     complete(client, prompt="ab", max_tokens=2)
-    text = client.get("/metrics").text
+    keys = tmp_path / "keys"
+    keys.write_text("prom sk-prom metrics\n")
+    keys.chmod(0o600)
+    client.app.state.auth.settings = client.app.state.auth.settings.model_copy(
+        update={"api_key_file": keys}
+    )
+    assert client.app.state.auth.reload()
+    text = client.get("/metrics", headers={"Authorization": "Bearer sk-prom"}).text
     assert 'nanoserve_requests_total{route="/v1/completions",status="200"}' in text
     assert "nanoserve_completion_tokens_total 2.0" in text

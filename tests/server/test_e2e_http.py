@@ -140,13 +140,37 @@ def _engine_core(server) -> psutil.Process:
     return cores[0]
 
 
-def test_engine_death_ends_streams_and_exits_nonzero(start_server, demo_cache):
-    server = start_server("--no-auth", "--cache-dir", str(demo_cache), "--log-format", "json")
+@pytest.fixture(scope="module")
+def from_checkout(start_server, nanogpt_checkout, tmp_path_factory):
+    """`nanoserve serve out/ckpt.pt` run from a nanoGPT checkout, as the README shows: the
+    vocabulary is data/<dataset>/meta.pkl under the working directory (nothing beside the
+    checkpoint). This server's engine is killed by the last test of this module."""
+    cache = tmp_path_factory.mktemp("checkout-cache")
+    args = ("out/ckpt.pt", "--no-auth", "--cache-dir", str(cache), "--log-format", "json")
+    return start_server(*args, cwd=nanogpt_checkout)
+
+
+def test_serving_a_nanogpt_checkout_finds_its_char_vocabulary(from_checkout, demo):
+    body = {"prompt": "ROMEO:", "max_tokens": 40, "temperature": 0}
+    got = httpx.post(f"{from_checkout.url}/generate", json=body, timeout=60).json()
+    want = httpx.post(f"{demo.url}/generate", json=body, timeout=60).json()
+    assert got == want  # the same model: the same greedy text, one token per character
+    assert got["tokens_generated"] == 40 and len(got["text"]) == len("ROMEO:") + 40
+    log = from_checkout.log()  # the converter's own line: not GPT-2's BPE
+    assert "char vocabulary of 77 from" in log and "data/shakespeare_char/meta.pkl" in log
+
+
+LONG_OUT = {**LONG, "model": "out"}  # served as its checkpoint's directory name
+
+
+def test_engine_death_ends_streams_and_exits_nonzero(from_checkout):
+    server = from_checkout
     core = _engine_core(server)
     with (
         httpx.Client(timeout=60) as c,
-        c.stream("POST", f"{server.url}/v1/completions", json={**LONG, "stream": True}) as r,
+        c.stream("POST", f"{server.url}/v1/completions", json={**LONG_OUT, "stream": True}) as r,
     ):
+        assert r.status_code == 200
         lines = r.iter_lines()
         next(lines)
         core.send_signal(signal.SIGKILL)
@@ -157,6 +181,6 @@ def test_engine_death_ends_streams_and_exits_nonzero(start_server, demo_cache):
     health = httpx.get(server.url + "/health", timeout=5)
     assert health.status_code == 503
     assert httpx.get(server.url + "/ready", timeout=5).status_code == 503
-    r = httpx.post(f"{server.url}/v1/completions", json={"model": MODEL, "prompt": "A"}, timeout=5)
+    r = httpx.post(f"{server.url}/v1/completions", json={**LONG_OUT, "n": 1}, timeout=5)
     assert r.status_code == 503 and "Retry-After" in r.headers
     assert server.proc.wait(30) != 0

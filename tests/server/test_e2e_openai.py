@@ -114,6 +114,56 @@ def test_stop_string_ends_text_before_it(client):
     assert r.choices[0].finish_reason == "stop"
 
 
+def test_one_long_stop_string_is_one_stop_sequence(client):
+    # a string is one stop sequence of any length; only a list is capped at 4 items
+    full = (
+        client.completions.create(model=MODEL, prompt="JULIET:", max_tokens=100, temperature=0)
+        .choices[0]
+        .text
+    )
+    stop = full[30:42]  # 12 characters, given as a plain string
+    r = client.completions.create(
+        model=MODEL, prompt="JULIET:", max_tokens=100, temperature=0, stop=stop
+    )
+    assert r.choices[0].text == full[: full.index(stop)]
+    assert r.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    "kwargs,param",
+    [
+        ({"seed": 2**64}, "seed"),
+        ({"extra_body": {"top_k": 2**64}}, "top_k"),
+        ({"extra_body": {"min_tokens": 2**64}}, "min_tokens"),
+        ({"logit_bias": {"5": 1e300}}, "logit_bias"),
+    ],
+)
+def test_numbers_beyond_the_engine_are_a_400_naming_the_field(client, kwargs, param):
+    # these were 500s (which the SDK retries three times) before every number was bounded
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=MODEL, prompt="A", max_tokens=2, **kwargs)
+    assert e.value.body["param"] == param
+
+
+def test_numbers_at_the_documented_bounds_are_served(client):
+    # the bounds in the schema are the engine's own: its extremes must work, not just fit
+    for seed in (2**63 - 1, -(2**63)):
+        r = client.completions.create(
+            model=MODEL, prompt="A", max_tokens=3, seed=seed, extra_body={"top_k": 2**31 - 1}
+        )
+        assert r.usage.completion_tokens == 3
+
+
+def test_engine_refusal_comes_before_the_stream(client):
+    # max_tokens=None means "as many as fit" (128 - 1 here): only vLLM's own check sees that
+    # min_tokens exceeds it, and the 400 must come before a stream's 200
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(
+            model=MODEL, prompt="A", max_tokens=None, stream=True, extra_body={"min_tokens": 128}
+        )
+    assert "min_tokens" in e.value.message
+
+
 def test_logprobs_of_greedy_tokens_are_the_top_ones(client):
     r = client.completions.create(
         model=MODEL, prompt="ROMEO:", max_tokens=8, temperature=0, logprobs=3

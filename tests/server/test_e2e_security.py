@@ -192,8 +192,11 @@ def test_usage_report_and_per_caller_metrics(secure):
         sdk(secure, "sk-bob").get("/usage", cast_to=object)
     report = httpx.get(secure.url + "/v1/usage", headers={"Authorization": "Bearer sk-ops"}).json()
     callers = {row["caller"]: row for row in report["data"]}
-    assert callers["bob"]["completion_tokens"] > 0 and callers["erin"]["rejected_requests"] == 1
+    assert callers["bob"]["completion_tokens"] > 0 and callers["jwt:erin"]["rejected_requests"] == 1
     metrics = httpx.get(secure.url + "/metrics", headers={"Authorization": "Bearer sk-ops"}).text
     assert 'nanoserve_caller_completion_tokens_total{caller="bob"}' in metrics
     assert "sk-bob" not in metrics and "sk-bob" not in secure.log()
     assert httpx.get(secure.url + "/metrics").status_code == 401
+    # any tenant's key: 403, the metrics name every caller (the `metrics` or `admin` scope reads)
+    bob = httpx.get(secure.url + "/metrics", headers={"Authorization": "Bearer sk-bob"})
+    assert bob.status_code == 403 and bob.json()["error"]["code"] == "insufficient_permissions"

@@ -58,6 +58,7 @@ def test_unreachable_redis_fails_closed_by_default(fake_server, fail_open):
         "5",
         "--ratelimit-storage",
         f"redis://127.0.0.1:{free_port()}",
+        "--metrics-open",
     ]  # nothing listens
     if fail_open:
         flags.append("--ratelimit-fail-open")

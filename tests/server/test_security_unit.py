@@ -115,7 +115,7 @@ def test_valid_jwt_is_accepted_with_sub_as_caller(client):
     r = client.post("/v1/completions", json=BODY, headers=bearer(hs256()))
     assert r.status_code == 200, r.text
     report = client.get("/v1/usage", headers=bearer("sk-ops")).json()
-    assert any(row["caller"] == "carol" and row["requests"] == 1 for row in report["data"])
+    assert any(row["caller"] == "jwt:carol" and row["requests"] == 1 for row in report["data"])
 
 
 # Each token is made by the test that uses it (at its own `now`): made at import time, an
@@ -288,9 +288,9 @@ def test_caller_labels_are_bounded(keyfile):
         for sub in ("u1", "u2", "u3", "u4"):
             c.get("/v1/models", headers=bearer(hs256(sub=sub)))
         reg = c.app.state.runtime.metrics.registry
-        assert reg.get_sample_value("nanoserve_caller_requests_total", {"caller": "u2"}) == 1
+        assert reg.get_sample_value("nanoserve_caller_requests_total", {"caller": "jwt:u2"}) == 1
         assert reg.get_sample_value("nanoserve_caller_requests_total", {"caller": "other"}) == 2
-        assert reg.get_sample_value("nanoserve_caller_requests_total", {"caller": "u3"}) is None
+        assert reg.get_sample_value("nanoserve_caller_requests_total", {"caller": "jwt:u3"}) is None
 
 
 def test_jwt_claims_carry_limits(client):

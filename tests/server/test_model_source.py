@@ -1,0 +1,38 @@
+"""Which conversion `nanoserve serve ckpt.pt` reuses: the cache key follows the vocabulary."""
+
+import pytest
+
+from server.model_source import ModelResolutionError, cache_key, resolve
+from tests.helpers import save_checkpoint, write_meta
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return save_checkpoint({"model": {}, "model_args": {}}, tmp_path / "out" / "ckpt.pt")
+
+
+def test_key_depends_on_the_working_directory_when_the_vocabulary_is_looked_up(tmp_path, ckpt):
+    # data/<dataset>/meta.pkl is found from the working directory, as nanoGPT's sample.py does:
+    # a conversion made elsewhere (maybe with GPT-2 BPE) must not be reused
+    assert cache_key(ckpt, None, None, tmp_path / "a") != cache_key(ckpt, None, None, tmp_path)
+
+
+def test_key_follows_an_explicit_or_adjacent_meta_not_the_directory(tmp_path, ckpt):
+    meta = write_meta(tmp_path / "m" / "meta.pkl")
+    assert cache_key(ckpt, meta, None, tmp_path / "a") == cache_key(ckpt, meta, None, tmp_path)
+    other = write_meta(tmp_path / "m2" / "meta.pkl", chars="abc")
+    assert cache_key(ckpt, meta, None, tmp_path) != cache_key(ckpt, other, None, tmp_path)
+    write_meta(ckpt.parent / "meta.pkl")
+    assert cache_key(ckpt, None, None, tmp_path / "a") == cache_key(ckpt, None, None, tmp_path)
+
+
+def test_meta_for_a_converted_directory_is_refused(tmp_path):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    with pytest.raises(ModelResolutionError, match="already converted"):
+        resolve(str(tmp_path / "hf"), tmp_path / "cache", meta=tmp_path / "meta.pkl")
+
+
+def test_missing_meta_is_named(tmp_path, ckpt):
+    with pytest.raises(ModelResolutionError, match="--meta not found"):
+        resolve(str(ckpt), tmp_path / "cache", meta=tmp_path / "nope.pkl")
