@@ -72,16 +72,29 @@ def container_env(objects: list[dict]) -> dict[str, str]:
     return env
 
 
-def configmap_files(objects: list[dict], root: Path) -> Path:
-    """Write the ConfigMap mounted into the container under root; return the mount's path there
-    (the container's mountPath, re-rooted)."""
-    c = container(objects)
-    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
-    [vol] = [v for v in volumes if "configMap" in v]
-    [mount] = [m for m in c["volumeMounts"] if m["name"] == vol["name"]]
-    cm = named(objects, "ConfigMap", vol["configMap"]["name"])
-    target = root / mount["mountPath"].lstrip("/")
-    target.mkdir(parents=True)
-    for filename, text in cm["data"].items():
-        (target / filename).write_text(text)
-    return target
+def volume_files(objects: list[dict], root: Path) -> dict[str, Path]:
+    """Write the container's ConfigMap and Secret volumes under root, as the kubelet lays them
+    out (a Secret's files owned by fsGroup with defaultMode plus group read); return
+    {mountPath: directory}."""
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    written = {}
+    for mount in container(objects)["volumeMounts"]:
+        vol = volumes[mount["name"]]
+        if "configMap" in vol:
+            files, mode = named(objects, "ConfigMap", vol["configMap"]["name"])["data"], 0o644
+        elif "secret" in vol:
+            src = secret_data(named(objects, "Secret", vol["secret"]["secretName"]))
+            items = vol["secret"].get("items") or [{"key": k, "path": k} for k in src]
+            files = {item["path"]: src[item["key"]] for item in items}
+            mode = vol["secret"].get("defaultMode", 0o644) | 0o040
+        else:
+            continue
+        target = root / mount["mountPath"].lstrip("/")
+        target.mkdir(parents=True)
+        for filename, text in files.items():
+            (target / filename).write_text(text)
+            (target / filename).chmod(mode)
+            os.chown(target / filename, 0, pod["securityContext"]["fsGroup"])
+        written[mount["mountPath"]] = target
+    return written

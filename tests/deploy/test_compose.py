@@ -2,6 +2,7 @@
 locally built image, limits counted in Redis, a completion through nginx with the openai SDK,
 and Prometheus (the monitoring profile) scraping both replicas with a key."""
 
+import os
 import re
 import subprocess
 import sys
@@ -82,8 +83,11 @@ class Stack:
 @pytest.fixture
 def stack(cpu_image, podman_env, tmp_path):
     port, prometheus_port = free_port(), free_port()
-    keys = tmp_path / "keys.env"
-    keys.write_text(f"NANOSERVE_API_KEYS={KEY},{SCRAPE_KEY}\n")
+    # deploy/keys.example's layout, with test keys; owned by uid 1000 as the README says
+    keys = tmp_path / "keys"
+    keys.write_text(f"client {KEY}\nprometheus {SCRAPE_KEY} metrics\n")
+    keys.chmod(0o600)
+    os.chown(keys, 1000, 1000)
     scrape_key = tmp_path / "scrape.key"
     scrape_key.write_text(SCRAPE_KEY)
     scrape_key.chmod(0o644)  # Prometheus runs as nobody
@@ -95,7 +99,7 @@ def stack(cpu_image, podman_env, tmp_path):
         "PROMETHEUS_IMAGE": pm.debian_image(pm.PROMETHEUS, "prometheus.Containerfile", podman_env),
         "NANOSERVE_SCRAPE_KEY_FILE": str(scrape_key),
         "PROMETHEUS_PUBLISH": f"127.0.0.1:{prometheus_port}",
-        "NANOSERVE_ENV_FILE": str(keys),
+        "NANOSERVE_KEY_FILE": str(keys),
         "NANOSERVE_PUBLISH": f"127.0.0.1:{port}",
         "NANOSERVE_REPLICAS": "2",
         "NANOSERVE_CPU_KVCACHE_SPACE": "1",
@@ -156,6 +160,9 @@ def test_compose_serves_through_nginx_with_limits_in_redis(stack):
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "request_too_large"
 
+    # /metrics wants the metrics scope: a client key gets 403 (here through nginx)
+    r = httpx.get(f"{stack.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    assert r.status_code == 403, r.text
     # Prometheus scrapes every replica's /metrics with its key: auth stays on for metrics
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from server.app import create_app
+from server.security.keyfile import digest, parse_key_file
 from server.settings import Settings
 from tests.deploy import k8s
 
@@ -81,7 +82,7 @@ def test_every_nanoserve_variable_is_a_setting(rendered, overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_config_file_from_configs_is_valid_settings(rendered, overlay, tmp_path):
     objects = rendered[overlay]
-    mount = k8s.configmap_files(objects, tmp_path)
+    mount = k8s.volume_files(objects, tmp_path)["/etc/nanoserve"]
     env = k8s.container_env(objects)
     # the ConfigMap holds configs/ as it is in the repository
     for path in mount.iterdir():
@@ -135,7 +136,9 @@ def test_pdb_and_service_select_the_deployments_pods(rendered):
         assert selector(k8s.one(objects, kind)).items() <= labels.items(), kind
 
 
-def test_servicemonitor_scrapes_metrics_with_a_key_the_server_accepts(rendered, app_paths):
+def test_servicemonitor_scrapes_metrics_with_a_key_that_has_the_metrics_scope(
+    rendered, app_paths, tmp_path
+):
     objects = rendered["cpu+monitoring"]
     monitor = k8s.one(objects, "ServiceMonitor")
     service = k8s.one(objects, "Service")
@@ -147,8 +150,11 @@ def test_servicemonitor_scrapes_metrics_with_a_key_the_server_accepts(rendered, 
     assert endpoint["path"] == "/metrics" and "/metrics" in app_paths
     ref = endpoint["authorization"]["credentials"]
     token = k8s.secret_data(k8s.named(objects, "Secret", ref["name"]))[ref["key"]]
-    keys = k8s.container_env(objects)["NANOSERVE_API_KEYS"].split(",")
-    assert token in keys, "Prometheus's key must be one the server accepts (auth stays on)"
+    # the pod's key file, read by the server's own parser: the token has the metrics scope
+    k8s.volume_files(objects, tmp_path)
+    key_file = tmp_path / k8s.container_env(objects)["NANOSERVE_API_KEY_FILE"].lstrip("/")
+    callers = [e.caller for e in parse_key_file(key_file) if e.digest == digest(token)]
+    assert [c.metrics for c in callers] == [True]
 
 
 def test_autoscaler_uses_the_queue_depth_the_adapter_serves(rendered):
@@ -199,8 +205,10 @@ def test_old_manifest_env_crash_loops_on_missing_credentials(tmp_path):
 def test_manifest_env_gets_past_the_auth_check(rendered, overlay, tmp_path):
     objects = rendered[overlay]
     env = k8s.container_env(objects)
-    mount = k8s.configmap_files(objects, tmp_path)
-    env["NANOSERVE_CONFIG_FILE"] = str(mount / Path(env["NANOSERVE_CONFIG_FILE"]).name)
+    k8s.volume_files(objects, tmp_path)  # the files the env names, re-rooted under tmp_path
+    for name in ("NANOSERVE_CONFIG_FILE", "NANOSERVE_API_KEY_FILE"):
+        if name in env:
+            env[name] = str(tmp_path / env[name].lstrip("/"))
     assert tomllib.loads(Path(env["NANOSERVE_CONFIG_FILE"]).read_text())  # really there
     # A model that does not exist stops the start right after the checks the old env failed,
     # before vLLM is imported (the real start of this env runs in the container tests).
