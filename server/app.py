@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from nanoserve import __version__
 
-from . import errors, health, legacy, routes
+from . import errors, health, legacy, routes, sagemaker, tokens
+from .chat_template import ChatTemplate
 from .engine import Engine
 from .metrics import Metrics
 from .middleware import RequestContext
@@ -49,8 +50,11 @@ def create_app(
     limiter = RateLimiter(settings, on_storage_error=metrics.limiter_errors.inc)
     accounting = Accounting(metrics, settings.usage_max_callers)
 
+    chat_template = ChatTemplate.load(settings.chat_template)  # a bad file fails here, at once
+
     def make_service(engine: Engine) -> CompletionService:
-        return CompletionService(engine, settings, metrics, limiter, accounting)
+        chat_template.check_vocabulary(engine.info.char_vocab)  # StartupError: one log line
+        return CompletionService(engine, settings, metrics, limiter, accounting, chat_template)
 
     runtime = Runtime(load_engine, make_service, metrics, on_fatal)
 
@@ -69,7 +73,7 @@ def create_app(
     app.state.auth = auth  # SIGHUP reloads its key file
     app.state.accounting = accounting
     errors.install(app)
-    for module in (routes, legacy, health):
+    for module in (routes, legacy, tokens, sagemaker, health):
         app.include_router(module.router)
     # Starlette wraps in reverse order: RequestContext (ids, size cap, access log) is outermost,
     # so even a 401 carries an x-request-id and is logged.
@@ -80,6 +84,7 @@ def create_app(
         accounting=accounting,
         lockout=Lockout(settings.max_auth_failures),
         metrics_open=settings.metrics_open,
+        also_open=sagemaker.SAGEMAKER_PATHS if settings.sagemaker else frozenset(),
     )
     app.add_middleware(
         RequestContext,

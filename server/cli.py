@@ -16,7 +16,7 @@ from typing import Literal
 import uvicorn
 from pydantic import ValidationError
 
-from .engine import Engine
+from .engine import Engine, StartupError
 from .settings import Settings
 
 log = logging.getLogger("nanoserve.cli")
@@ -105,6 +105,12 @@ def _is_loopback(host: str) -> bool:
 
 def auth_problem(s: Settings) -> str | None:
     """Why these settings must not serve, or None."""
+    if s.sagemaker and not _is_loopback(s.host) and not s.allow_public_no_auth:
+        return (
+            f"refusing --sagemaker on {s.host}: /ping and /invocations answer without "
+            "credentials there, so only SageMaker (which authenticates callers at its endpoint) "
+            "may reach that address. Add --allow-public-no-auth to confirm, or bind 127.0.0.1"
+        )
     if s.no_auth:
         if not _is_loopback(s.host) and not s.allow_public_no_auth:
             return (
@@ -179,7 +185,8 @@ def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int
 
     try:
         app = create_app(settings, load_engine, on_fatal=on_fatal)
-    except (KeyFileError, OSError) as e:  # a bad key file or JWT key: say so, don't trace
+    except (KeyFileError, OSError, StartupError) as e:  # a bad key file, JWT key or chat
+        # template: say so in one line, no trace
         log.error("%s", e)
         return 2
     config = uvicorn.Config(

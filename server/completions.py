@@ -7,11 +7,22 @@ prompts), usage is summed over prompts and choices, and stream chunks carry the 
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .engine import ChoiceUpdate, TokenLogprob, Update
 from .prepare import Prepared
 from .security.ratelimit import Ticket
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How a job's results are written: the `object` names, and one choice (or streamed delta)
+    as `choice(job, prompt_i, update, choice_update, decode, first) -> dict`."""
+
+    object: str
+    chunk_object: str
+    choice: Callable[..., dict]
 
 
 @dataclass
@@ -23,6 +34,7 @@ class Job:
     model: str
     work: Prepared
     ticket: Ticket | None  # the caller's admission; None on an unmetered path
+    shape: Shape  # completion or chat JSON
     created: int = field(default_factory=lambda: int(time.time()))
     completion_tokens: int = 0
     settled: bool = False  # usage charged and unused tokens given back (exactly once)
@@ -91,7 +103,7 @@ def response_json(job: Job, choices: list[dict]) -> dict:
     """The whole completion as one response body."""
     return {
         "id": job.id,
-        "object": "text_completion",
+        "object": job.shape.object,
         "created": job.created,
         "model": job.model,
         "choices": choices,
@@ -103,7 +115,7 @@ def chunk_event(job: Job, choices: list[dict], usage: dict | None = None) -> str
     """One SSE event. With include_usage every chunk has a `usage` key, null but on the last."""
     body = {
         "id": job.id,
-        "object": "text_completion",
+        "object": job.shape.chunk_object,
         "created": job.created,
         "model": job.model,
         "choices": choices,
@@ -111,3 +123,6 @@ def chunk_event(job: Job, choices: list[dict], usage: dict | None = None) -> str
     if job.work.include_usage:
         body["usage"] = usage
     return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
+
+
+COMPLETION = Shape("text_completion", "text_completion", choice_json)

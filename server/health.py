@@ -15,7 +15,8 @@ async def root() -> dict:
     """What this server is and where its API starts (open, for humans and smoke checks)."""
     return {
         "status": "ok",
-        "message": "nanoserve: POST /v1/completions, GET /v1/models, POST /generate; docs at /docs",
+        "message": "nanoserve: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, "
+        "POST /generate, POST /tokenize; docs at /docs",
     }
 
 

@@ -32,6 +32,8 @@ class Prepared:
     logprobs: int | None
     discard_output: bool  # max_tokens=0 with echo: score the prompt, generate nothing
     include_usage: bool
+    crop_context: bool = False  # past the window, crop as nanoGPT does (window.py)
+    stream: bool = False  # the client asked for server-sent events (chat's delta shape)
 
 
 def _prompt_list(prompt) -> list[str | list[int]]:
@@ -43,7 +45,8 @@ def _prompt_list(prompt) -> list[str | list[int]]:
     return list(prompt)
 
 
-def _check_ids(ids: list[int], info: ModelInfo, param: str) -> None:
+def check_token_ids(ids: list[int], info: ModelInfo, param: str) -> None:
+    """400 naming `param` if an id is outside the model's vocabulary."""
     bad = [t for t in ids if not 0 <= t < info.vocab_size]
     if bad:
         raise invalid(
@@ -51,20 +54,26 @@ def _check_ids(ids: list[int], info: ModelInfo, param: str) -> None:
         )
 
 
+def known_characters(text: str, info: ModelInfo, param: str, what: str) -> None:
+    """400 naming `param` if a character-level model does not know a character of `text`."""
+    if info.char_vocab is None:
+        return
+    unknown = unknown_chars(text, info.char_vocab)
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown[:10])
+        more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+        raise invalid(
+            f"{what} has characters this character-level model does not know: "
+            f"{shown}{more}. Remove or replace them.",
+            param,
+            code="unknown_characters",
+        )
+
+
 def _encode(text: str, i: int, info: ModelInfo, encode) -> list[int]:
     if text == "":
         raise invalid(f"Prompt {i} is empty; send at least one character.", "prompt")
-    if info.char_vocab is not None:
-        unknown = unknown_chars(text, info.char_vocab)
-        if unknown:
-            shown = ", ".join(repr(c) for c in unknown[:10])
-            more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
-            raise invalid(
-                f"Prompt {i} has characters this character-level model does not know: "
-                f"{shown}{more}. Remove or replace them.",
-                "prompt",
-                code="unknown_characters",
-            )
+    known_characters(text, info, "prompt", f"Prompt {i}")
     return encode(text)
 
 
@@ -81,7 +90,7 @@ def _prompts(req: CompletionRequest, info: ModelInfo, s: Settings, encode) -> li
             text = p
         else:
             ids, text = list(p), None
-            _check_ids(ids, info, "prompt")
+            check_token_ids(ids, info, "prompt")
         if not ids:
             raise invalid(f"Prompt {i} has no tokens; send at least one.", "prompt")
         out.append(PreparedPrompt(ids, text))
@@ -136,7 +145,30 @@ def _check_request(req: CompletionRequest, info: ModelInfo, s: Settings) -> None
             f"'min_tokens' ({req.min_tokens}) is more than max_tokens ({req.max_tokens}).",
             "min_tokens",
         )
-    _check_ids(req.stop_token_ids or [], info, "stop_token_ids")
+    check_token_ids(req.stop_token_ids or [], info, "stop_token_ids")
+
+
+def _check_crop(req: CompletionRequest, max_tokens: int, s: Settings) -> None:
+    """crop_context runs past the window one single-token engine request at a time: what needs
+    one request to see the whole choice (several choices, stop strings, penalties over the
+    output, min_tokens, prompt scoring) can't be combined with it."""
+    if max_tokens > s.crop_max_tokens:
+        raise invalid(
+            f"With crop_context, 'max_tokens' is at most {s.crop_max_tokens} on this server.",
+            "max_tokens",
+        )
+    refused = {
+        "n": req.n != 1,
+        "stop": bool(req.stops),
+        "presence_penalty": req.presence_penalty != 0,
+        "frequency_penalty": req.frequency_penalty != 0,
+        "repetition_penalty": req.repetition_penalty != 1,
+        "min_tokens": req.min_tokens != 0,
+        "logprobs": req.echo and req.logprobs is not None,
+    }
+    for param, bad in refused.items():
+        if bad:
+            raise invalid(f"'{param}' can't be combined with crop_context.", param)
 
 
 def _logit_bias(req: CompletionRequest, info: ModelInfo) -> dict[int, float] | None:
@@ -169,7 +201,10 @@ def completion_work(req: CompletionRequest, info: ModelInfo, s: Settings, encode
         max_tokens = max(info.max_model_len - longest, 1)
     discard = max_tokens == 0
     max_tokens = max(max_tokens, 1)  # the engine always makes >= 1 token; echo+0 drops it
-    _check_length(prompts, 0 if discard else max_tokens, info)
+    if req.crop_context:
+        _check_crop(req, max_tokens, s)
+    else:
+        _check_length(prompts, 0 if discard else max_tokens, info)
     scoring = req.echo and req.logprobs is not None
     sampling = Sampling(
         max_tokens=max_tokens,
@@ -190,17 +225,34 @@ def completion_work(req: CompletionRequest, info: ModelInfo, s: Settings, encode
         prompt_logprobs=req.logprobs if scoring else None,
         logit_bias=_logit_bias(req, info),
     )
-    return Prepared(prompts, sampling, req.echo, req.logprobs, discard, req.include_usage)
+    return Prepared(
+        prompts,
+        sampling,
+        req.echo,
+        req.logprobs,
+        discard,
+        req.include_usage,
+        req.crop_context,
+        req.stream,
+    )
 
 
-def legacy_work(req: LegacyRequest, info: ModelInfo, encode) -> Prepared:
-    """The same checks for /generate (empty prompt, unknown characters, context length)."""
+def legacy_work(req: LegacyRequest, info: ModelInfo, s: Settings, encode) -> Prepared:
+    """The same checks for /generate (empty prompt, unknown characters); past the context
+    window it crops as nanoGPT's generate() did for the seed server's clients."""
     prompt = PreparedPrompt(_encode(req.prompt, 0, info, encode), req.prompt)
-    _check_length([prompt], req.max_tokens, info)
+    if req.max_tokens > s.crop_max_tokens:
+        raise invalid(f"'max_tokens' is at most {s.crop_max_tokens} on this server.", "max_tokens")
     sampling = Sampling(
         max_tokens=req.max_tokens, temperature=req.temperature, top_k=_top_k(req.top_k, info)
     )
     # the seed server answered the prompt followed by the new text: echo
     return Prepared(
-        [prompt], sampling, echo=True, logprobs=None, discard_output=False, include_usage=False
+        [prompt],
+        sampling,
+        echo=True,
+        logprobs=None,
+        discard_output=False,
+        include_usage=False,
+        crop_context=True,
     )

@@ -47,7 +47,44 @@ _FLOAT_FIELDS = (
 )
 
 
-class CompletionRequest(BaseModel):
+def _number(v: Any) -> Any:
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def ints_are_numbers(cls, data: Any) -> Any:
+    """A model validator (mode="before"): JSON ints in the float fields become floats."""
+    if isinstance(data, dict):
+        for key in _FLOAT_FIELDS:
+            if key in data:
+                data[key] = _number(data[key])
+        if isinstance(data.get("logit_bias"), dict):
+            data["logit_bias"] = {k: _number(v) for k, v in data["logit_bias"].items()}
+    return data
+
+
+class SamplingExtras(BaseModel):
+    """vLLM's sampling parameters beyond OpenAI's (openai SDK: extra_body={...}), shared by
+    completions and chat."""
+
+    top_k: StrictInt | None = Field(
+        None, ge=-1, le=INT32_MAX, description="Sample from the k likeliest tokens; -1 or 0: off."
+    )
+    min_p: float = Field(
+        0.0, ge=0.0, le=1.0, description="Drop tokens below this share of the likeliest one."
+    )
+    repetition_penalty: float = Field(
+        1.0, gt=0.0, le=2.0, description="Multiplicative penalty on repeated tokens; 1: off."
+    )
+    min_tokens: StrictInt = Field(
+        0, ge=0, le=INT32_MAX, description="Generate at least this many before stopping."
+    )
+    ignore_eos: StrictBool = Field(False, description="Keep going past the end-of-text token.")
+    stop_token_ids: list[TokenId] | None = Field(
+        None, max_length=64, description="Token ids that end a choice."
+    )
+
+
+class CompletionRequest(SamplingExtras):
     """POST /v1/completions. Unknown fields are accepted and ignored (logged at debug)."""
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
@@ -99,38 +136,14 @@ class CompletionRequest(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 is greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     user: StrictStr | None = Field(None, description="End-user id, for your own records.")
-    # vLLM's sampling extras (openai SDK: extra_body={...})
-    top_k: StrictInt | None = Field(
-        None, ge=-1, le=INT32_MAX, description="Sample from the k likeliest tokens; -1 or 0: off."
-    )
-    min_p: float = Field(
-        0.0, ge=0.0, le=1.0, description="Drop tokens below this share of the likeliest one."
-    )
-    repetition_penalty: float = Field(
-        1.0, gt=0.0, le=2.0, description="Multiplicative penalty on repeated tokens; 1: off."
-    )
-    min_tokens: StrictInt = Field(
-        0, ge=0, le=INT32_MAX, description="Generate at least this many before stopping."
-    )
-    ignore_eos: StrictBool = Field(False, description="Keep going past the end-of-text token.")
-    stop_token_ids: list[TokenId] | None = Field(
-        None, max_length=64, description="Token ids that end a choice."
+    crop_context: StrictBool = Field(
+        False,
+        description="Generate past the context window as nanoGPT's generate() does: before each "
+        "new token, keep only the last max_model_len tokens (the prompt too). n=1, no stop "
+        "strings or penalties. Off: prompt + max_tokens beyond the window is a 400.",
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _ints_are_numbers(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in _FLOAT_FIELDS:
-                v = data.get(key)
-                if isinstance(v, int) and not isinstance(v, bool):
-                    data[key] = float(v)
-            if isinstance(data.get("logit_bias"), dict):
-                data["logit_bias"] = {
-                    k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-                    for k, v in data["logit_bias"].items()
-                }
-        return data
+    _ints_are_numbers = model_validator(mode="before")(classmethod(ints_are_numbers))
 
     @model_validator(mode="after")
     def _log_unknown(self) -> "CompletionRequest":

@@ -4,6 +4,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
+from .chat_protocol import ChatCompletionRequest
+from .completions import Job
 from .disconnect import unless_disconnected
 from .errors import APIError, model_not_found
 from .protocol import CompletionRequest, CompletionResponse, ModelCard, ModelList
@@ -29,14 +31,10 @@ def call_of(request: Request) -> Call:
     return Call(request.state.request_id, getattr(request.state, "ticket", None))
 
 
-# responses=: documents the shape in /docs without re-validating every response on the hot path
-@router.post("/v1/completions", responses={200: {"model": CompletionResponse}})
-async def create_completion(body: CompletionRequest, request: Request) -> Response:
-    """Complete one or more prompts (OpenAI Completions), as one JSON body or as a stream of
-    server-sent events ending with `data: [DONE]`."""
-    service = service_of(request)
-    job = await service.admit(body, call_of(request))
-    if body.stream:
+async def respond(request: Request, service: CompletionService, job: Job) -> Response:
+    """Run an admitted job: a stream of server-sent events, or one JSON body (cancelled, with
+    the engine request aborted, if the client leaves first)."""
+    if job.work.stream:
         # the background task settles a stream whose client left before its first event
         return StreamingResponse(
             service.stream(job),
@@ -46,6 +44,23 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
         )
     result = await unless_disconnected(request, service.run(job))
     return JSONResponse(result) if isinstance(result, dict) else result
+
+
+# responses=: documents the shape in /docs without re-validating every response on the hot path
+@router.post("/v1/completions", responses={200: {"model": CompletionResponse}})
+async def create_completion(body: CompletionRequest, request: Request) -> Response:
+    """Complete one or more prompts (OpenAI Completions), as one JSON body or as a stream of
+    server-sent events ending with `data: [DONE]`."""
+    service = service_of(request)
+    return await respond(request, service, await service.admit(body, call_of(request)))
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+    """Continue a conversation (OpenAI Chat Completions): the messages are rendered with the
+    chat template (--chat-template) and completed until the template's next turn begins."""
+    service = service_of(request)
+    return await respond(request, service, await service.admit(body, call_of(request)))
 
 
 def _card(request: Request) -> ModelCard:

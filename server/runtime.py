@@ -50,13 +50,13 @@ class Runtime:
     async def _start_engine(self) -> None:
         try:
             self.engine = await self._load()
+            self._service = self._make_service(self.engine)
         except Exception as e:
             # our own one-line errors (unsupported head size...) need no stack trace
             log.error("engine failed to start: %s", e, exc_info=not isinstance(e, StartupError))
             self.phase = "dead"
             self.on_fatal(1)
             return
-        self._service = self._make_service(self.engine)
         self.phase = "ready"
         self.metrics.engine_up.set(1)
         self.metrics.engine_unfinished.set_function(self.engine.num_unfinished)

@@ -12,7 +12,10 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from .completions import Job, choice_json, chunk_event, response_json
+from .chat import CHAT, chat_work
+from .chat_protocol import ChatCompletionRequest
+from .chat_template import ChatTemplate
+from .completions import COMPLETION, Job, Shape, chunk_event, response_json
 from .engine import ChoiceUpdate, Engine, EngineDead, EngineRejected, Sampling, Update
 from .errors import APIError, internal, invalid, unavailable
 from .metrics import Metrics
@@ -21,10 +24,12 @@ from .protocol import CompletionRequest, LegacyRequest
 from .security.accounting import Accounting
 from .security.ratelimit import RateLimiter, Ticket, rejection_reason
 from .settings import Settings
+from .window import cropped
 
 log = logging.getLogger("nanoserve.service")
 
 PING_SECONDS = 15.0  # SSE comment sent while no token arrives, so proxies keep the stream open
+Request = CompletionRequest | LegacyRequest | ChatCompletionRequest
 ENGINE_GONE = "The inference engine stopped; retry on another replica."
 
 
@@ -46,29 +51,34 @@ class CompletionService:
         metrics: Metrics,
         limiter: RateLimiter,
         accounting: Accounting,
+        chat_template: ChatTemplate,
     ):
         self.engine = engine
+        self.chat_template = chat_template
         self.settings = settings
         self.metrics = metrics
         self.limiter = limiter
         self.accounting = accounting
 
-    def _work(self, request: CompletionRequest | LegacyRequest) -> tuple[Prepared, str]:
-        """(engine work, completion id prefix) for either wire format."""
-        info, encode = self.engine.info, self.engine.encode
+    def _work(self, request: Request) -> tuple[Prepared, str, Shape]:
+        """(engine work, id prefix, response shape) for each wire format."""
+        info, encode, s = self.engine.info, self.engine.encode, self.settings
         if isinstance(request, LegacyRequest):
-            return legacy_work(request, info, encode), "gen"
-        return completion_work(request, info, self.settings, encode), "cmpl"
+            return legacy_work(request, info, s, encode), "gen", COMPLETION
+        if isinstance(request, ChatCompletionRequest):
+            return chat_work(request, self.chat_template, info, s, encode), "chatcmpl", CHAT
+        return completion_work(request, info, s, encode), "cmpl", COMPLETION
 
-    async def admit(self, request: CompletionRequest | LegacyRequest, call: Call) -> Job:
+    async def admit(self, request: Request, call: Call) -> Job:
         """Validate `request`, reserve its tokens from the caller's budget, return the job.
         Raises APIError (400/404/429/503) naming what to fix; nothing is reserved then."""
-        work, prefix = self._work(request)
+        work, prefix, shape = self._work(request)
         try:
             self.engine.check(engine_sampling(work.sampling))
         except EngineRejected as e:
             raise invalid(str(e)) from e
-        job = Job(f"{prefix}-{call.request_id}", call.request_id, self.engine.info.name, work, None)
+        job_id = f"{prefix}-{call.request_id}"
+        job = Job(job_id, call.request_id, self.engine.info.name, work, None, shape)
         if call.ticket is not None:
             try:
                 await self.limiter.reserve_tokens(call.ticket, job.max_tokens_total)
@@ -121,7 +131,7 @@ class CompletionService:
         finally:
             await self.settle(job)
         choices = [
-            choice_json(job, i, update, c, self.engine.decode, first=True)
+            job.shape.choice(job, i, update, c, self.engine.decode, True)
             for i, update in enumerate(finals)
             for c in sorted(update.choices, key=lambda c: c.index)
         ]
@@ -141,7 +151,7 @@ class CompletionService:
                     job.count(c)
                     idx = i * job.work.sampling.n + c.index
                     choices.append(
-                        choice_json(job, i, update, c, self.engine.decode, idx not in seen)
+                        job.shape.choice(job, i, update, c, self.engine.decode, idx not in seen)
                     )
                     seen.add(idx)
                 if choices:
@@ -169,7 +179,12 @@ class CompletionService:
         asked = engine_sampling(sampling)
         copies = sampling.n if asked is not sampling else 1
         rid = f"{job.request_id}-{i}"
-        async for update in self.engine.generate(job.work.prompts[i].token_ids, asked, rid):
+        ids = job.work.prompts[i].token_ids
+        if job.work.crop_context:
+            updates = cropped(self.engine, ids, asked, self.engine.info.max_model_len, rid)
+        else:
+            updates = self.engine.generate(ids, asked, rid)
+        async for update in updates:
             if copies > 1:
                 update.choices = [
                     replace(c, index=j) for c in update.choices for j in range(copies)

@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 LogFormat = Literal["json", "text"]
 HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+SAGEMAKER_PORT = 8080
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 
 
@@ -53,6 +54,12 @@ class Settings(BaseSettings):
     config_file: Path | None = Field(
         None, description="TOML file with any of these settings (CLI: --config)."
     )
+    chat_template: Path | None = Field(
+        None,
+        description="Jinja chat template for /v1/chat/completions (Hugging Face's format: a "
+        ".jinja file, or a tokenizer_config.json with a `chat_template`). Default: a plain "
+        "transcript, `role: content` lines, then `assistant:`.",
+    )
 
     # --- HTTP
     host: str = Field("127.0.0.1", description="Address to listen on.")
@@ -66,6 +73,12 @@ class Settings(BaseSettings):
     graceful_shutdown_timeout: int = Field(
         30, ge=0, description="Seconds in-flight requests get to finish after SIGTERM."
     )
+    sagemaker: bool = Field(
+        False,
+        description="SageMaker container mode: GET /ping and POST /invocations answer without "
+        "credentials (SageMaker authenticates callers at its endpoint), on port 8080 unless "
+        "--port is given. Every other route keeps its authentication.",
+    )
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     log_format: LogFormat = Field("json", description="`json` (one object a line) or `text`.")
 
@@ -77,8 +90,8 @@ class Settings(BaseSettings):
     )
     api_key_file: Path | None = Field(
         None,
-        description="Key file: one `ID KEY-or-sha256:HEX [rpm=N] [tpm=N] [concurrency=N] [admin]`"
-        " per line, # comments. Reloaded on SIGHUP.",
+        description="Key file: one `ID KEY-or-sha256:HEX [rpm=N] [tpm=N] [concurrency=N] [admin] "
+        "[metrics]` per line, # comments. Reloaded on SIGHUP.",
     )
     jwt_secret: SecretStr | None = Field(None, description="HS256 secret for JWT bearer tokens.")
     jwt_public_key_file: Path | None = Field(
@@ -96,7 +109,8 @@ class Settings(BaseSettings):
         False, description="Serve without credentials (loud warning; loopback only)."
     )
     allow_public_no_auth: bool = Field(
-        False, description="With --no-auth, also allow a non-loopback --host. Think twice."
+        False,
+        description="With --no-auth or --sagemaker, also allow a non-loopback --host. Think twice.",
     )
     metrics_open: bool = Field(
         False,
@@ -147,6 +161,12 @@ class Settings(BaseSettings):
         5, ge=0, le=20, description="Largest `logprobs` accepted (OpenAI's cap is 5; up to 20)."
     )
     max_prompts: int = Field(64, ge=1, description="Most prompts in one request's `prompt` list.")
+    crop_max_tokens: int = Field(
+        1024,
+        ge=1,
+        description="Most tokens /generate (and crop_context) may ask for: past the context "
+        "window each token costs a full-window engine step.",
+    )
     max_request_bytes: int = Field(
         1_000_000, ge=1024, description="Largest request body in bytes (413 above)."
     )
@@ -234,6 +254,13 @@ class Settings(BaseSettings):
         if self.jwt_public_key_file and any(a.startswith("HS") or a == "none" for a in algs):
             # an HS algorithm with a public key lets anyone sign with the (public) key
             raise ValueError("with jwt_public_key_file, jwt_algorithms must be RS*/ES*/PS*")
+        return self
+
+    @model_validator(mode="after")
+    def _sagemaker_port(self) -> "Settings":
+        # SageMaker sends /ping and /invocations to port 8080 of the container
+        if self.sagemaker and "port" not in self.model_fields_set:
+            self.port = SAGEMAKER_PORT
         return self
 
     @property

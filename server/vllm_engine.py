@@ -83,13 +83,29 @@ def _model_dtype(model_dir: Path, requested: str) -> str:
     return cfg.get("dtype") or cfg.get("torch_dtype") or "auto"
 
 
+def _window(model_dir: Path, s: Settings) -> int:
+    """The context window clients get: --max-model-len, else the model's block size."""
+    cfg = json.loads((model_dir / "config.json").read_text())
+    positions = cfg.get("n_positions") or cfg["max_position_embeddings"]
+    if s.max_model_len is not None and s.max_model_len > positions:
+        # vLLM would refuse it, were it not for VLLM_ALLOW_LONG_MAX_MODEL_LEN (see start())
+        raise UnservableModel(
+            f"--max-model-len {s.max_model_len} is more than the model's block size {positions}"
+        )
+    return s.max_model_len or positions
+
+
 def _engine_args(model_dir: Path, name: str, s: Settings) -> AsyncEngineArgs:
     on_cpu = current_platform.is_cpu()
     return AsyncEngineArgs(
         model=str(model_dir),
         served_model_name=[name],
         dtype=_model_dtype(model_dir, s.dtype),
-        max_model_len=s.max_model_len,
+        # One position more than the window: nanoGPT's cropping (window.py) asks for the token
+        # after a full window, and vLLM refuses a prompt as long as its max_model_len. Position
+        # `window` is never fed: every request is checked against the window (prepare.py) and a
+        # full-window prompt gets max_tokens=1, whose token ends the request unfed.
+        max_model_len=_window(model_dir, s) + 1,
         max_num_seqs=s.max_num_seqs,
         max_num_batched_tokens=s.max_num_batched_tokens,
         gpu_memory_utilization=s.gpu_memory_utilization,
@@ -167,6 +183,8 @@ class VLLMEngine:
     @classmethod
     async def start(cls, model_dir: Path, name: str, settings: Settings) -> "VLLMEngine":
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        # vLLM refuses a max_model_len above the model's positions without it (see _engine_args)
+        os.environ["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"
         args = _engine_args(model_dir, name, settings)
         # Loading takes tens of seconds; a thread keeps /live and /ready answering meanwhile.
         llm = await asyncio.to_thread(
@@ -175,7 +193,7 @@ class VLLMEngine:
         mc = llm.model_config
         info = ModelInfo(
             name=name,
-            max_model_len=mc.max_model_len,
+            max_model_len=mc.max_model_len - 1,  # the window (see _engine_args)
             vocab_size=mc.get_vocab_size(),
             char_vocab=_char_vocab(model_dir),
             created=int(time.time()),

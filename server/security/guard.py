@@ -49,13 +49,14 @@ class Guard:
         accounting: Accounting,
         lockout: Lockout,
         metrics_open: bool,
+        also_open: frozenset[str] = frozenset(),  # SageMaker's /ping, /invocations
     ):
         self.app = app
         self.auth = auth
         self.limiter = limiter
         self.accounting = accounting
         self.lockout = lockout
-        self.open_paths = OPEN_PATHS | ({"/metrics"} if metrics_open else set())
+        self.open_paths = OPEN_PATHS | also_open | ({"/metrics"} if metrics_open else set())
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":

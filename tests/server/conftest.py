@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.procs import ServerProcess, free_port
+from convert.reference import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "shakespeare_char"
@@ -126,3 +128,26 @@ def nanogpt_checkout(tmp_path_factory) -> Path:
     (root / "data" / "shakespeare_char").mkdir(parents=True)
     shutil.copy(DEMO / "meta.pkl", root / "data" / "shakespeare_char" / "meta.pkl")
     return root
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The demo checkpoint in the reference nanoGPT architecture, with its char vocabulary."""
+    from convert.meta import load_meta
+
+    ckpt = torch.load(DEMO / "ckpt.pt", map_location="cpu", weights_only=True)
+    model = GPT(GPTConfig.from_model_args(ckpt["model_args"]))
+    model.load_state_dict(
+        {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}, strict=False
+    )
+    model.eval()
+    vocab = load_meta(DEMO / "meta.pkl")
+    return model, vocab
+
+
+def encode(vocab, text):
+    return [vocab.itos.index(c) for c in text]
+
+
+def decode(vocab, ids):
+    return "".join(vocab.itos[i] for i in ids)

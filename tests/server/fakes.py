@@ -24,7 +24,7 @@ from server.engine import (
 )
 from server.settings import Settings
 
-ALPHABET = "abcdefghijklmnopqrstuvwxyz \n"
+ALPHABET = "abcdefghijklmnopqrstuvwxyz \n:"  # ":" for the default chat template
 
 
 class FakeEngine:

@@ -250,8 +250,10 @@ def assert_legacy_error(r, status: int) -> dict:
 
 def test_legacy_generate_route_errors_follow_the_rule(client):
     assert_legacy_error(client.post("/generate", json={"max_tokens": 3}), 422)
-    err = assert_legacy_error(client.post("/generate", json={"prompt": "a" * 60}), 400)
-    assert err["code"] == "context_length_exceeded"  # default max_tokens 100 > context 64
+    err = assert_legacy_error(
+        client.post("/generate", json={"prompt": "a", "max_tokens": 5000}), 400
+    )
+    assert err["param"] == "max_tokens"  # above --crop-max-tokens
     assert_legacy_error(client.post("/generate", json={"prompt": "a" * 5000}), 413)
 
 

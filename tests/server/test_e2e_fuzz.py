@@ -38,8 +38,9 @@ def _known(text: str) -> str:
 
 def _servable(body: dict) -> dict:
     """The same body with what is refused every time put right, so the examples reach the
-    engine: the served model, prompts in its vocabulary and token ids inside it, no `suffix`
-    (no fill-in-the-middle), `best_of` only as n, `stream_options` only with a stream."""
+    engine: the served model, prompts and chat messages in its vocabulary and token ids inside it,
+    no `suffix` (no fill-in-the-middle), `best_of` only as n, `stream_options` only with a
+    stream, none of what a base model refuses in a chat (tools, JSON mode, audio)."""
     body = {k: v for k, v in body.items() if k not in ("suffix", "best_of")}
     if "model" in body:
         body["model"] = MODEL
@@ -53,7 +54,26 @@ def _servable(body: dict) -> dict:
         ]
     if not body.get("stream"):
         body.pop("stream_options", None)
+    if isinstance(body.get("messages"), list):
+        body["messages"] = [_servable_message(m) for m in body["messages"]]
+        for refused in ("tools", "tool_choice", "response_format", "audio", "modalities"):
+            body.pop(refused, None)
+    # past the window (/generate, crop_context) each token is an engine step: keep runs short
+    if isinstance(body.get("max_tokens"), int):
+        body["max_tokens"] = min(body["max_tokens"], 200)
     return body
+
+
+def _servable_message(m):
+    """A chat message the default template and the demo's vocabulary can take."""
+    if not isinstance(m, dict):
+        return m
+    content = m.get("content")
+    if isinstance(content, list):
+        texts = [p.get("text") for p in content if isinstance(p, dict)]
+        content = "".join(t for t in texts if isinstance(t, str))
+    role = m.get("role") if m.get("role") in ("system", "user", "assistant") else "user"
+    return {"role": role, "content": _known(content) if isinstance(content, str) else "A"}
 
 
 async def _no_engine():  # the schema is built without loading a model
@@ -85,3 +105,4 @@ def test_the_fuzzing_reached_the_engine():
     # Runs after the test above (same module, file order): a schema or a server change that
     # made every example a quick 4xx would leave the engine untested while the test stays green.
     assert REACHED["/v1/completions"] >= 20 and REACHED["/generate"] >= 10, dict(REACHED)
+    assert REACHED["/v1/chat/completions"] >= 10, dict(REACHED)

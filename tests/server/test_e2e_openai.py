@@ -1,46 +1,21 @@
 """The bundled demo model behind the real server and engine, driven by the real openai SDK."""
 
 import asyncio
-from pathlib import Path
 
 import openai
 import pytest
 import torch
 
-from convert.reference import GPT, GPTConfig
+from tests.server.conftest import decode, encode
 
 pytestmark = pytest.mark.engine
 
 MODEL = "shakespeare_char"  # the demo checkpoint's directory name
-DEMO = Path(__file__).resolve().parents[2] / "examples" / "shakespeare_char"
 
 
 @pytest.fixture(scope="session")
 def client(demo):
     return openai.OpenAI(base_url=demo.url + "/v1", api_key="test", max_retries=0)
-
-
-@pytest.fixture(scope="session")
-def reference():
-    """The demo checkpoint in the reference nanoGPT architecture, with its char vocabulary."""
-    from convert.meta import load_meta
-
-    ckpt = torch.load(DEMO / "ckpt.pt", map_location="cpu", weights_only=True)
-    model = GPT(GPTConfig.from_model_args(ckpt["model_args"]))
-    model.load_state_dict(
-        {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}, strict=False
-    )
-    model.eval()
-    vocab = load_meta(DEMO / "meta.pkl")
-    return model, vocab
-
-
-def encode(vocab, text):
-    return [vocab.itos.index(c) for c in text]
-
-
-def decode(vocab, ids):
-    return "".join(vocab.itos[i] for i in ids)
 
 
 def test_models_lists_the_demo(client):

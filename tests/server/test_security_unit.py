@@ -37,8 +37,13 @@ def keyfile(tmp_path):
 
 @pytest.fixture
 def client(keyfile):
+    # many deliberate 401s here: the per-address lockout has its own test
     with fake_app(
-        api_key_file=keyfile, api_keys=["sk-plain"], jwt_secret=SECRET, ratelimit_window=2
+        api_key_file=keyfile,
+        api_keys=["sk-plain"],
+        jwt_secret=SECRET,
+        ratelimit_window=2,
+        max_auth_failures=10_000,
     ) as c:
         yield c
 
