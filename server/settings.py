@@ -182,8 +182,8 @@ class Settings(BaseSettings):
     header_timeout: float = Field(
         10.0,
         gt=0,
-        description="Seconds a client has to send a complete request head after connecting (or "
-        "after the previous response); 408 and a close after.",
+        description="Seconds a client has to send a complete request head after connecting (or, "
+        "on a kept-alive connection, after its first byte); 408 and a close after.",
     )
 
     # --- engine (vLLM's names)

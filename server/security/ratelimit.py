@@ -40,6 +40,16 @@ def _reset_header(seconds: float) -> str:
     return f"{max(math.ceil(seconds), 1)}s"  # OpenAI's x-ratelimit-reset-* style ("6s")
 
 
+def _window_headers(headers: dict[str, str], kind: str, limit: int, stats) -> float:
+    """Set OpenAI's x-ratelimit-{limit,remaining,reset}-`kind` from a window's stats; returns
+    the seconds until that window resets."""
+    reset_in = stats.reset_time - time.time()
+    headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+    headers[f"x-ratelimit-remaining-{kind}"] = str(stats.remaining)
+    headers[f"x-ratelimit-reset-{kind}"] = _reset_header(reset_in)
+    return reset_in
+
+
 class RateLimited(APIError):
     """429: the caller's own quota (another replica won't help; waiting will)."""
 
@@ -134,14 +144,7 @@ class RateLimiter:
         if t.limits.rpm is None:
             return
         taken, stats = await self._take(self._item(t.limits.rpm), "rpm", t.caller.id, 1)
-        reset_in = stats.reset_time - time.time()
-        t.headers.update(
-            {
-                "x-ratelimit-limit-requests": str(t.limits.rpm),
-                "x-ratelimit-remaining-requests": str(stats.remaining),
-                "x-ratelimit-reset-requests": _reset_header(reset_in),
-            }
-        )
+        reset_in = _window_headers(t.headers, "requests", t.limits.rpm, stats)
         if not taken:
             raise RateLimited("requests", "requests per minute", reset_in, t.headers)
 
@@ -176,16 +179,9 @@ class RateLimiter:
             if not self.fail_open:
                 raise self._down() from None
             return
-        reset_in = stats.reset_time - time.time()
         # the guard puts the ticket's headers on every response, this 429 included: the
         # error itself carries only Retry-After, or each x-ratelimit header would come twice
-        t.headers.update(
-            {
-                "x-ratelimit-limit-tokens": str(t.limits.tpm),
-                "x-ratelimit-remaining-tokens": str(stats.remaining),
-                "x-ratelimit-reset-tokens": _reset_header(reset_in),
-            }
-        )
+        reset_in = _window_headers(t.headers, "tokens", t.limits.tpm, stats)
         if not taken:
             raise RateLimited("tokens", "tokens per minute", reset_in, {})
         t.reserved_tokens, t.window_reset = tokens, stats.reset_time
