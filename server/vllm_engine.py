@@ -43,6 +43,13 @@ class UnservableModel(StartupError):
     """The model can't run on this backend; the message says why and what to do."""
 
 
+def platform_summary() -> str:
+    """Which vLLM build runs here and on what, e.g. "vLLM 0.32.0 on cpu"."""
+    import vllm
+
+    return f"vLLM {vllm.__version__} on {current_platform.device_type}"
+
+
 def cpu_head_sizes() -> list[int]:
     """Head sizes (n_embd / n_head) vLLM's CPU attention has kernels for, asked of vLLM itself."""
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
