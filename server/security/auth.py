@@ -5,6 +5,7 @@ algorithms in Settings — never the token's own `alg` — and must carry `exp`.
 """
 
 import logging
+import os
 from pathlib import Path
 
 import jwt
@@ -75,12 +76,11 @@ class Authenticator:
             raise KeyFileError(f"key file {path} holds no keys (and no other credential is set)")
         if not entries:
             log.warning("key file %s holds no keys", path)
-        mode = path.stat().st_mode
-        if mode & 0o044:
+        if _readable_by_others(path):
             log.warning(
                 "key file %s is readable by other users (mode %o): run chmod 600 on it",
                 path,
-                mode & 0o777,
+                path.stat().st_mode & 0o777,
             )
         return entries
 
@@ -138,3 +138,16 @@ class Authenticator:
         if caller is None and self._jwt_key is not None and token.count(".") == 2:
             caller = self._from_jwt(token)
         return caller
+
+
+def _readable_by_others(path: Path) -> bool:
+    """World-readable, or group-readable by a group this process is not in.
+
+    Kubernetes mounts a Secret as root:<fsGroup> with the group bit set whenever
+    the pod has an fsGroup; that group is the server's own, so it is not a leak.
+    """
+    st = path.stat()
+    if st.st_mode & 0o004:
+        return True
+    own_groups = {os.getgid(), *os.getgroups()}
+    return bool(st.st_mode & 0o040) and st.st_gid not in own_groups

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -214,6 +215,19 @@ def test_key_file_problems_are_clear(tmp_path, caplog):
         bad.replace(shared)  # SIGHUP with a broken file: the old keys stay
         assert c.app.state.auth.reload() is False
         assert c.get("/v1/models", headers=_bearer("sk-a")).status_code == 200
+
+
+def test_key_file_readable_by_its_own_group_is_not_a_leak(tmp_path, caplog):
+    # Kubernetes mounts a Secret 0440 root:<fsGroup> and the server runs in that group
+    keys = tmp_path / "keys"
+    keys.write_text("alice sk-a\n")
+    keys.chmod(0o640)
+    os.chown(keys, -1, os.getgid())
+    with caplog.at_level(logging.WARNING), fake_app(api_key_file=keys):
+        assert "readable by other users" not in caplog.text
+    keys.chmod(0o604)
+    with caplog.at_level(logging.WARNING), fake_app(api_key_file=keys):
+        assert "readable by other users" in caplog.text
 
 
 def test_jwt_callers_have_their_own_namespace_and_need_a_subject(tmp_path):
