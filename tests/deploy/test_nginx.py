@@ -19,7 +19,7 @@ def directive(name: str) -> list[str]:
 
 def test_nginx_accepts_the_config(tmp_path):
     nginx = shutil.which("nginx")
-    assert nginx, "nginx not installed: run scripts/setup.sh --with-containers"
+    assert nginx, "nginx not installed: run scripts/setup.sh --with-test-tools"
     # nginx -t resolves the upstream's host name, which exists only inside the compose network:
     # give it one in a private mount namespace (this machine's /etc/hosts stays as it is).
     hosts = tmp_path / "hosts"

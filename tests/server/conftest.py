@@ -64,7 +64,7 @@ def demo(start_server, demo_cache) -> ServerProcess:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
-    """A real redis-server (Debian's package; scripts/setup.sh --with-redis) on loopback."""
+    """A real redis-server (Debian's package; scripts/setup.sh --with-test-tools) on loopback."""
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
