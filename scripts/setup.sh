@@ -7,7 +7,7 @@
 #                                       debootstrap and nginx (image, compose stack, `nginx -t`)
 # Idempotent: re-running only installs what changed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$(readlink -f "$0")")/.."   # the repository, even through a symlink
 target=cpu
 # Debian package:the command that tells it is installed
 test_tools=(redis-server:redis-server podman:podman runc:runc debootstrap:debootstrap nginx-light:nginx)
