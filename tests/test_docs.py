@@ -46,6 +46,8 @@ class DocSession:
             "KEY": self.key,
             "VLLM_NO_USAGE_STATS": "1",
             "NANOSERVE_CPU_KVCACHE_SPACE": "1",
+            # conversions and vLLM's logging config in the scratch directory, not ~/.cache
+            "NANOSERVE_CACHE_DIR": str(root / "cache"),
             "PYTHONPATH": str(REPO),
         }
 
