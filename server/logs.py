@@ -2,13 +2,19 @@
 
 One logging config (a dictConfig) is applied here and written to a file that vLLM applies in
 every process it spawns (VLLM_LOGGING_CONFIG_PATH): the engine core's and the workers' lines,
-and their Python warnings, come out in the same format as the server's.
+and their Python warnings, come out in the same format as the server's. What reaches stderr
+without a logger — native code's warnings (torch's `[W ... utils.cpp]`), progress bars, a child
+process's dying words — is relayed as JSON too (`relay_stderr`).
 """
 
+import atexit
+import datetime
 import json
 import logging
 import logging.config
 import os
+import sys
+import threading
 from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
@@ -72,8 +78,56 @@ def config(settings: Settings) -> dict:
     }
 
 
+def _as_json(line: bytes) -> bytes:
+    """A line as it should reach the log: JSON lines as they are, anything else wrapped."""
+    if line.startswith(b"{"):
+        try:
+            json.loads(line)
+            return line + b"\n"
+        except ValueError:
+            pass
+    record = {
+        "time": datetime.datetime.now().isoformat(sep=" ", timespec="milliseconds"),
+        "level": "WARNING",
+        "logger": "stderr",  # written straight to stderr, not through a logger
+        "message": line.decode(errors="replace"),
+    }
+    return json.dumps(record).encode() + b"\n"
+
+
+def _pump(source: int, sink: int) -> None:
+    pending = b""
+    while chunk := os.read(source, 65536):
+        # progress bars redraw with "\r": each state is a line of its own
+        lines = (pending + chunk).replace(b"\r", b"\n").split(b"\n")
+        pending = lines.pop()
+        os.write(sink, b"".join(_as_json(ln) for ln in lines if ln.strip()))
+    if pending.strip():
+        os.write(sink, _as_json(pending))
+
+
+def relay_stderr() -> None:
+    """Route this process's stderr (file descriptor 2, which vLLM's processes inherit) through
+    a pipe that a thread copies to the real stderr, wrapping every line that is not JSON."""
+    real = os.dup(2)
+    source, sink = os.pipe()
+    os.dup2(sink, 2)
+    os.close(sink)
+    thread = threading.Thread(target=_pump, args=(source, real), daemon=True, name="stderr")
+    thread.start()
+
+    def drain() -> None:  # at exit: what is in the pipe (a last traceback) still gets out
+        sys.stderr.flush()
+        os.dup2(real, 2)  # our end of the pipe closes; children may still hold theirs
+        thread.join(timeout=2)
+
+    atexit.register(drain)
+
+
 def configure(settings: Settings) -> None:
     cfg = config(settings)
+    if settings.log_format == "json":
+        relay_stderr()
     logging.config.dictConfig(cfg)
     path = settings.cache_dir / "vllm-logging.json"
     path.parent.mkdir(parents=True, exist_ok=True)

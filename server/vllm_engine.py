@@ -115,6 +115,7 @@ def _engine_args(model_dir: Path, name: str, s: Settings) -> AsyncEngineArgs:
         max_logprobs=s.max_logprobs,
         kv_cache_memory_bytes=int(s.cpu_kvcache_space * 2**30) if on_cpu else None,
         disable_log_stats=False,  # keeps vllm:* metrics flowing into the default registry
+        use_tqdm_on_load=s.log_format == "text",  # a progress bar is no JSON log line
     )
 
 

@@ -16,6 +16,7 @@ from server.engine import Sampling
 from server.logs import RequestIdFilter
 from server.metrics import REJECTION_REASONS, Metrics
 from server.prepare import Prepared, PreparedPrompt
+from tests.promql import used_names
 from tests.server.fakes import FakeEngine, fake_app
 
 BODY = {"model": "fake", "prompt": "abc", "max_tokens": 4}
@@ -262,9 +263,10 @@ def test_an_error_line_carries_the_request_id_and_a_trace_only_for_5xx(caplog):
 
 def test_every_log_line_is_json_in_this_and_in_vllms_processes(tmp_path):
     # this process (logs.configure) and a process applying the file vLLM is pointed to, as
-    # vLLM's engine core does at import: warnings, uvicorn's and vLLM's loggers, all JSON
+    # vLLM's engine core does at import: warnings, uvicorn's and vLLM's loggers, all JSON; and
+    # what native code or a child process writes straight to stderr is wrapped
     code = f"""
-import json, logging, logging.config, os, warnings
+import json, logging, logging.config, os, subprocess, sys, warnings
 from server import logs
 from server.settings import Settings
 logs.configure(Settings(cache_dir={str(tmp_path)!r}))
@@ -275,15 +277,35 @@ warnings.warn("a warning")
 logging.config.dictConfig(json.load(open(os.environ["VLLM_LOGGING_CONFIG_PATH"])))
 logging.getLogger("vllm.worker").info("from the engine core")
 warnings.warn("a warning in the engine core")
+os.write(2, b"[W1127 utils.cpp:68] Warning: from native code\\n")
+os.write(2, b"Loading:   0%|  | 0/1\\rLoading: 100%|##| 1/1\\n")
+subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('a child says\\\\n')"])
+raise SystemExit("the last words")
 """
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    lines = done.stderr.splitlines()
-    assert len(lines) == 6, done.stderr
-    records = [json.loads(line) for line in lines]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    records = [json.loads(line) for line in done.stderr.splitlines()]
     assert [r["logger"] for r in records] == [
         "uvicorn.error", "vllm.engine", "some.library", "py.warnings", "vllm.worker",
-        "py.warnings",
+        "py.warnings", "stderr", "stderr", "stderr", "stderr", "stderr",
     ]  # fmt: skip
+    assert [r["message"] for r in records[6:]] == [
+        "[W1127 utils.cpp:68] Warning: from native code",
+        "Loading:   0%|  | 0/1",
+        "Loading: 100%|##| 1/1",
+        "a child says",
+        "the last words",
+    ]
     assert all({"time", "level", "message"} <= set(r) for r in records)
+
+
+def test_every_nanoserve_name_of_the_dashboard_and_rules_is_exported(keyfile):
+    # the fast check (the live one, with vLLM's names too, is test_e2e_observability.py)
+    with fake_app(FakeEngine(max_model_len=16), api_key_file=keyfile) as c:
+        c.post("/v1/completions", json={**BODY, "stream": True}, headers=bearer("sk-alice"))
+        c.post("/v1/completions", json=BODY, headers=bearer("sk-wrong"))
+        text = c.get("/metrics", headers=bearer("sk-prom")).text
+    exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+    ours = {n for n in used_names() if n.startswith("nanoserve_")}
+    assert len(ours) >= 15
+    assert sorted(ours - exported) == []
