@@ -46,6 +46,7 @@ def create_app(
     """Build the app. `load_engine` is awaited in the background once the app starts, so probes
     answer while the model loads; `on_fatal(code)` is called when the engine can't go on."""
     metrics = Metrics.for_registry(registry)
+    metrics.ttft_alert.set(settings.ttft_alert_seconds)  # the alert rule reads it from here
     auth = Authenticator(settings)
     limiter = RateLimiter(settings, on_storage_error=metrics.limiter_errors.inc)
     accounting = Accounting(metrics, settings.usage_max_callers)

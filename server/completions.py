@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .access import Exchange, Outcome
 from .engine import ChoiceUpdate, TokenLogprob, Update
 from .prepare import Prepared
 from .security.ratelimit import Ticket
@@ -30,14 +31,28 @@ class Job:
     """One admitted request: its engine work, who pays for it, and what it has used so far."""
 
     id: str  # "cmpl-<request id>" (or "gen-" for /generate): also the SDK's completion id
-    request_id: str  # engine request ids are "<request id>-<prompt index>"
+    exchange: Exchange  # the HTTP request: its id, arrival time and access line
     model: str
     work: Prepared
     ticket: Ticket | None  # the caller's admission; None on an unmetered path
     shape: Shape  # completion or chat JSON
+    keep_text: int = 0  # characters of prompt and completion for the access line (0: none)
     created: int = field(default_factory=lambda: int(time.time()))
     completion_tokens: int = 0
+    # How it ended: the status and rejection reason of its access line. Status None: it never
+    # ended on its own (the client left), which settle() reports as 499.
+    status: int | None = None
+    reason: str | None = None
     settled: bool = False  # usage charged and unused tokens given back (exactly once)
+    first_token_at: float | None = None  # perf_counter
+    last_token_at: float | None = None
+    gaps: list[tuple[float, int]] = field(default_factory=list)  # streams: (s per token, tokens)
+    finished: dict[int, str] = field(default_factory=dict)  # choice index -> finish_reason
+    text: str = ""  # choice 0's text, up to keep_text characters
+
+    @property
+    def request_id(self) -> str:  # engine request ids are "<request id>-<prompt index>"
+        return self.exchange.request_id
 
     @property
     def prompt_tokens(self) -> int:
@@ -54,10 +69,50 @@ class Job:
         p, c = self.prompt_tokens, self.completion_tokens
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
-    def count(self, c: ChoiceUpdate) -> None:
-        """Add a choice's new tokens to what this job generated (scoring generates nothing)."""
+    def count(self, i: int, c: ChoiceUpdate) -> None:
+        """Add prompt `i`'s choice update to what this job generated (scoring generates
+        nothing), and note its finish reason."""
         if not self.work.discard_output:
             self.completion_tokens += len(c.token_ids)
+            if c.token_ids and self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+        index = i * self.work.sampling.n + c.index
+        if c.finish_reason is not None:
+            self.finished[index] = c.finish_reason
+        if index == 0 and len(self.text) < self.keep_text:
+            self.text = (self.text + c.text)[: self.keep_text]
+
+    def delivered(self, steps: int) -> None:
+        """A stream event carrying `steps` new tokens per choice went out: note the gap since
+        the previous one, spread over its tokens (a lagging client gets merged deltas)."""
+        if self.work.discard_output:  # scoring: nothing generated, nothing delivered
+            return
+        now = time.perf_counter()
+        if self.last_token_at is not None and steps:
+            self.gaps.append(((now - self.last_token_at) / steps, steps))
+        if steps:
+            self.last_token_at = now
+
+    def outcome(self) -> Outcome:
+        """What the access line and the metrics get to know of this job once it ended."""
+        w = self.work
+        unfinished = "abort" if self.status is None else "error"
+        choices = len(w.prompts) * w.sampling.n
+        prompt_text = None
+        if self.keep_text:
+            text = w.prompts[0].text
+            prompt_text = text if text is not None else str(w.prompts[0].token_ids)
+            prompt_text = prompt_text[: self.keep_text]
+        return Outcome(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            first_token_at=self.first_token_at,
+            gaps=self.gaps,
+            finish_reasons=[self.finished.get(k, unfinished) for k in range(choices)],
+            disconnected=self.status is None,
+            prompt_text=prompt_text,
+            completion_text=self.text if self.keep_text else None,
+        )
 
 
 def _logprobs_json(positions: list[TokenLogprob | None], first_token: str) -> dict:

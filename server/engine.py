@@ -66,6 +66,10 @@ class ModelInfo:
     vocab_size: int
     char_vocab: frozenset[str] | None = None  # set for character-level models
     created: int = 0  # unix time the engine started (the model card's `created`)
+    # for the nanoserve_build_info metric
+    dtype: str = ""  # what the engine computes in ("float32")
+    device: str = ""  # "cpu", "cuda"
+    engine_version: str = ""  # "vllm 0.32.0"
 
 
 class EngineRejected(Exception):

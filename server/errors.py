@@ -34,6 +34,7 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        reason: str | None = None,
     ):
         super().__init__(message)
         self.message = message
@@ -42,6 +43,8 @@ class APIError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        # the `reason` label of nanoserve_rejections_total (metrics.REJECTION_REASONS)
+        self.reason = reason or rejection_reason(status, code)
 
     def body(self, path: str | None = None) -> dict:
         """The JSON body for a request to `path` (the legacy path also gets `detail`)."""
@@ -76,6 +79,22 @@ class APIError(Exception):
         return f"data: {json.dumps(self.body())}\n\n"
 
 
+def rejection_reason(status: int, code: str | None = None) -> str:
+    """Why a request with this error status (and code) got no answer, for the metrics; errors
+    that know better (a rate limit's kind, an engine failure) name their reason themselves."""
+    if code == "context_length_exceeded":
+        return "context_too_long"
+    if status in (401, 403):
+        return "auth"
+    if status == 499:  # nginx's "client closed request"
+        return "client_disconnect"
+    if status == 503:
+        return "overload"
+    if status >= 500:
+        return "internal_error"
+    return "invalid_request"
+
+
 def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(message, param=param, code=code)
 
@@ -89,7 +108,7 @@ def model_not_found(name: str, served: str) -> APIError:
     )
 
 
-def unavailable(message: str, retry_after: int = 1) -> APIError:
+def unavailable(message: str, retry_after: int = 1, reason: str = "overload") -> APIError:
     """503: this replica cannot take the request now (loading, draining, dead): try another."""
     return APIError(
         message,
@@ -97,6 +116,7 @@ def unavailable(message: str, retry_after: int = 1) -> APIError:
         type="server_error",
         code="server_overloaded",
         headers={"Retry-After": str(retry_after), "retry-after-ms": str(retry_after * 1000)},
+        reason=reason,
     )
 
 
@@ -150,7 +170,11 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    # Starlette calls this outside every middleware, past the request's logging context
+    rid = getattr(request.state, "request_id", None)
+    log.exception(
+        "unhandled error on %s %s", request.method, request.url.path, extra={"request_id": rid}
+    )
     return internal().response(request.url.path)
 
 

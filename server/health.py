@@ -45,8 +45,7 @@ async def live() -> dict:
 async def ready(request: Request) -> JSONResponse:
     """Readiness: 200 when requests can be served; 503 while loading, draining or dead."""
     runtime = runtime_of(request)
-    alive = runtime.engine is not None and not runtime.engine.dead
-    if runtime.ready and alive:
+    if runtime.serving:
         return JSONResponse({"status": "ready"})
     return JSONResponse({"status": runtime.phase}, 503)
 

@@ -1,20 +1,19 @@
 """Pure-ASGI middleware (no BaseHTTPMiddleware: it buffers streams and costs per chunk).
 
 Every response gets an `x-request-id` (the client's if it is safe, else a fresh one), the body
-size is capped before anything reads it, and each request is logged and counted once.
+size is capped before anything reads it, and each request is logged and counted once (its
+`access.Exchange`, closed here unless the guard or the completion service closed it first).
 """
 
-import logging
 import re
-import time
 import uuid
 
 from starlette.exceptions import HTTPException
 
+from .access import Exchange
 from .errors import APIError
+from .logs import REQUEST_ID
 from .metrics import Metrics
-
-log = logging.getLogger("nanoserve.access")
 
 # A client's id is echoed into headers and logs: nothing that could split a header or a log line
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -41,7 +40,7 @@ class BodyTooLarge(APIError):
 
 
 class RequestContext:
-    """Outermost middleware: request id, body cap, in-flight gauge, one access line per request."""
+    """Outermost middleware: request id, body cap, in-flight gauge, the request's Exchange."""
 
     def __init__(
         self, app, metrics: Metrics, max_body: int, max_headers: int, max_header_bytes: int
@@ -56,8 +55,10 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         rid = request_id_from(scope["headers"])
-        scope.setdefault("state", {})["request_id"] = rid
-        started = time.perf_counter()
+        exchange = Exchange(rid, scope, self.metrics)
+        scope.setdefault("state", {}).update(request_id=rid, exchange=exchange)
+        # every log line written while this request is served carries its id (logs.py)
+        context = REQUEST_ID.set(rid)
         status = 500  # what the log says if the app dies before starting a response
         header = (b"x-request-id", rid.encode())
 
@@ -79,7 +80,8 @@ class RequestContext:
             await self.app(scope, self._capped(receive), send_with_id)
         finally:
             self.metrics.in_flight.dec()
-            self._record(scope, rid, status, time.perf_counter() - started)
+            exchange.close(status)  # if nobody closed it with more to say
+            REQUEST_ID.reset(context)
 
     def _head_problem(self, headers: list[tuple[bytes, bytes]]) -> str | None:
         if len(headers) > self.max_headers:
@@ -109,25 +111,3 @@ class RequestContext:
             return message
 
         return wrapped
-
-    def _record(self, scope, rid: str, status: int, seconds: float) -> None:
-        # the route template, not the raw path: /v1/models/{model_id} is one label, so a
-        # client can't grow the metric's cardinality by inventing paths
-        route = scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        self.metrics.requests.labels(name, str(status)).inc()
-        self.metrics.latency.labels(name).observe(seconds)
-        log.info(
-            "%s %s %s",
-            scope["method"],
-            scope["path"],
-            status,
-            extra={
-                "request_id": rid,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 1),
-                "method": scope["method"],
-                "path": scope["path"],
-                "caller": scope.get("state", {}).get("caller"),
-            },
-        )

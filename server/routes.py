@@ -27,8 +27,8 @@ def service_of(request: Request) -> CompletionService:
 
 
 def call_of(request: Request) -> Call:
-    """The request id (middleware) and the caller's admission ticket (security guard)."""
-    return Call(request.state.request_id, getattr(request.state, "ticket", None))
+    """The request's Exchange (middleware) and the caller's admission ticket (security guard)."""
+    return Call(request.state.exchange, getattr(request.state, "ticket", None))
 
 
 async def respond(request: Request, service: CompletionService, job: Job) -> Response:

@@ -10,6 +10,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from nanoserve import __version__
+
 from .engine import Engine, StartupError
 from .errors import unavailable
 from .metrics import Metrics
@@ -39,10 +41,17 @@ class Runtime:
         self._service: CompletionService | None = None
         self.phase = "starting"
         self._tasks: list[asyncio.Task] = []
+        metrics.ready.set_function(lambda: float(self.serving))  # read at each scrape
 
     @property
     def ready(self) -> bool:
         return self.phase == "ready"
+
+    @property
+    def serving(self) -> bool:
+        """What /ready answers 200 to: ready, and the engine still alive (the watchdog notices
+        a death only at its next look)."""
+        return self.ready and self.engine is not None and not self.engine.dead
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._start_engine()))
@@ -61,6 +70,16 @@ class Runtime:
         self.metrics.engine_up.set(1)
         self.metrics.engine_unfinished.set_function(self.engine.num_unfinished)
         info = self.engine.info
+        self.metrics.build.info(
+            {
+                "version": __version__,
+                "engine": info.engine_version,
+                "model": info.name,
+                "dtype": info.dtype,
+                "max_model_len": str(info.max_model_len),
+                "device": info.device,
+            }
+        )
         log.info(
             "ready: serving %s (context %d tokens)",
             info.name,

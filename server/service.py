@@ -4,7 +4,8 @@
 its sampling parameters (so a stream gets its 400 before the 200 is sent) and reserves the
 caller's worst-case tokens. `run` (one JSON body) or `stream` (server-sent events) executes the
 job, and `settle` — called by both when the job ends, however it ends — charges the caller what
-was really used and gives back the rest of the reservation, exactly once.
+was really used, gives back the rest of the reservation, and writes the request's access line
+and metrics (time to first token, finish reasons, a client that left), exactly once.
 """
 
 import asyncio
@@ -12,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
+from .access import Exchange
 from .chat import CHAT, chat_work
 from .chat_protocol import ChatCompletionRequest
 from .chat_template import ChatTemplate
@@ -22,7 +24,7 @@ from .metrics import Metrics
 from .prepare import Prepared, completion_work, legacy_work
 from .protocol import CompletionRequest, LegacyRequest
 from .security.accounting import Accounting
-from .security.ratelimit import RateLimiter, Ticket, rejection_reason
+from .security.ratelimit import RateLimiter, Ticket
 from .settings import Settings
 from .window import cropped
 
@@ -37,7 +39,7 @@ ENGINE_GONE = "The inference engine stopped; retry on another replica."
 class Call:
     """One HTTP request's identity, as the security layer admitted it."""
 
-    request_id: str
+    exchange: Exchange  # request id, arrival time, access line
     ticket: Ticket | None  # None where no caller is metered
 
 
@@ -71,31 +73,42 @@ class CompletionService:
 
     async def admit(self, request: Request, call: Call) -> Job:
         """Validate `request`, reserve its tokens from the caller's budget, return the job.
-        Raises APIError (400/404/429/503) naming what to fix; nothing is reserved then."""
+        Raises APIError (400/404/429/503) naming what to fix; nothing is reserved then, and the
+        refusal is the request's access line."""
+        try:
+            return await self._admit(request, call)
+        except APIError as e:
+            if call.ticket is not None:
+                self.accounting.rejected(call.ticket.caller.id, e.reason)
+            call.exchange.close(e.status, e.reason)
+            raise
+
+    async def _admit(self, request: Request, call: Call) -> Job:
         work, prefix, shape = self._work(request)
         try:
             self.engine.check(engine_sampling(work.sampling))
         except EngineRejected as e:
             raise invalid(str(e)) from e
-        job_id = f"{prefix}-{call.request_id}"
-        job = Job(job_id, call.request_id, self.engine.info.name, work, None, shape)
+        job_id = f"{prefix}-{call.exchange.request_id}"
+        keep = self.settings.log_text_chars
+        job = Job(job_id, call.exchange, self.engine.info.name, work, None, shape, keep)
         if call.ticket is not None:
-            try:
-                await self.limiter.reserve_tokens(call.ticket, job.max_tokens_total)
-            except APIError as e:
-                self.accounting.rejected(call.ticket.caller.id, rejection_reason(e))
-                raise
+            await self.limiter.reserve_tokens(call.ticket, job.max_tokens_total)
             job.ticket = call.ticket
         return job
 
     async def settle(self, job: Job) -> None:
-        """Charge what `job` used and give back the unused reservation. Idempotent: the end of
-        a run, of a stream and the response's background task may all call it."""
+        """Charge what `job` used, give back the unused reservation, write its access line.
+        Idempotent: the end of a run, of a stream and the response's background task may all
+        call it (a stream abandoned by its client is settled by the background task)."""
         if job.settled:
             return
         job.settled = True
         self.metrics.prompt_tokens.inc(job.prompt_tokens)
         self.metrics.completion_tokens.inc(job.completion_tokens)
+        if job.status is None:
+            job.reason = "client_disconnect"
+        job.exchange.close(job.status or 499, job.reason, job.outcome())
         if job.ticket is None:
             return
         self.accounting.tokens(job.ticket.caller.id, job.prompt_tokens, job.completion_tokens)
@@ -112,7 +125,7 @@ class CompletionService:
         async for update in self._updates(job, i):
             first, last = first or update, update
             for c in update.choices:
-                job.count(c)
+                job.count(i, c)
                 _extend(choices, c)
         assert last is not None and last.finished, "engine ended a request without a final output"
         ordered = [choices[k] for k in sorted(choices)]
@@ -124,11 +137,15 @@ class CompletionService:
             finals = await asyncio.gather(
                 *(self._final(job, i) for i in range(len(job.work.prompts)))
             )
+            job.status = 200
         except EngineDead as e:
-            raise unavailable(ENGINE_GONE) from e
+            raise _failed(job, unavailable(ENGINE_GONE, reason="engine_error")) from e
         except EngineRejected as e:
-            raise invalid(str(e)) from e
-        finally:
+            raise _failed(job, invalid(str(e))) from e
+        except Exception:  # a bug: errors.py logs it and answers 500
+            _failed(job, internal())
+            raise
+        finally:  # a client that left cancelled us: status None, settled as 499
             await self.settle(job)
         choices = [
             job.shape.choice(job, i, update, c, self.engine.decode, True)
@@ -148,7 +165,7 @@ class CompletionService:
                     continue
                 choices = []
                 for c in update.choices:
-                    job.count(c)
+                    job.count(i, c)
                     idx = i * job.work.sampling.n + c.index
                     choices.append(
                         job.shape.choice(job, i, update, c, self.engine.decode, idx not in seen)
@@ -156,18 +173,21 @@ class CompletionService:
                     seen.add(idx)
                 if choices:
                     yield chunk_event(job, choices)
+                    job.delivered(max(len(c.token_ids) for c in update.choices))
             if job.work.include_usage:
                 yield chunk_event(job, [], job.usage())
+            job.status = 200
+        # the 200 is sent: a failure is the stream's last event, and the access line's reason
         except EngineRejected as e:
-            yield invalid(str(e)).sse_event()
+            yield _failed(job, invalid(str(e)), 200).sse_event()
         except EngineDead:
-            yield unavailable(ENGINE_GONE).sse_event()
+            yield _failed(job, unavailable(ENGINE_GONE, reason="engine_error"), 200).sse_event()
         except APIError as e:
-            yield e.sse_event()
+            yield _failed(job, e, 200).sse_event()
         except Exception:
             log.exception("stream %s failed", job.id)
-            yield internal().sse_event()
-        finally:
+            yield _failed(job, internal(), 200).sse_event()
+        finally:  # a client that left closed us: status None, settled as 499
             await self.settle(job)
         yield "data: [DONE]\n\n"
 
@@ -225,6 +245,12 @@ class CompletionService:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _failed(job: Job, e: APIError, status: int | None = None) -> APIError:
+    """Note on `job` that it ended with `e` (answered with `status`, else the error's own)."""
+    job.status, job.reason = status or e.status, e.reason
+    return e
 
 
 def _extend(choices: dict[int, ChoiceUpdate], delta: ChoiceUpdate) -> None:

@@ -81,6 +81,20 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     log_format: LogFormat = Field("json", description="`json` (one object a line) or `text`.")
+    log_text_chars: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="Put up to this many characters of each request's (first) prompt and "
+        "completion on its access line; 0 (the default) logs no text. Risk: the logs then hold "
+        "what users wrote and read, possibly personal or secret data; keep them accordingly.",
+    )
+    ttft_alert_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="The p95 time to first token (as clients see it) above which the Prometheus "
+        "rule NanoserveSlowFirstToken fires; exported as nanoserve_ttft_alert_threshold_seconds.",
+    )
 
     # --- authentication (deny by default)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

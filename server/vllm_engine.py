@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import vllm
 from vllm import AsyncEngineArgs, SamplingParams, TokensPrompt
 from vllm.exceptions import VLLMValidationError
 from vllm.platforms import current_platform
@@ -45,8 +46,6 @@ class UnservableModel(StartupError):
 
 def platform_summary() -> str:
     """Which vLLM build runs here and on what, e.g. "vLLM 0.32.0 on cpu"."""
-    import vllm
-
     return f"vLLM {vllm.__version__} on {current_platform.device_type}"
 
 
@@ -116,6 +115,7 @@ def _engine_args(model_dir: Path, name: str, s: Settings) -> AsyncEngineArgs:
         max_logprobs=s.max_logprobs,
         kv_cache_memory_bytes=int(s.cpu_kvcache_space * 2**30) if on_cpu else None,
         disable_log_stats=False,  # keeps vllm:* metrics flowing into the default registry
+        use_tqdm_on_load=s.log_format == "text",  # a progress bar is no JSON log line
     )
 
 
@@ -197,6 +197,9 @@ class VLLMEngine:
             vocab_size=mc.get_vocab_size(),
             char_vocab=_char_vocab(model_dir),
             created=int(time.time()),
+            dtype=str(mc.dtype).removeprefix("torch."),
+            device=current_platform.device_type,
+            engine_version=f"vllm {vllm.__version__}",
         )
         return cls(llm, info)
 

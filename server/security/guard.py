@@ -7,7 +7,8 @@ check (CVE-2026-48746 reached vLLM's routes past a path check through the Host h
 
 The guard admits (requests/minute, concurrency) and frees the concurrency slot when the response
 is done; it hands routes the caller's `Ticket` in `scope["state"]` and reads nothing back: the
-completion service charges tokens and settles them.
+completion service charges tokens and settles them. A request it refuses gets its access line
+and its rejection counted here (the request's `access.Exchange`), with the reason it knows.
 """
 
 import logging
@@ -17,7 +18,7 @@ from ..errors import APIError
 from .accounting import Accounting
 from .auth import Authenticator
 from .lockout import Lockout
-from .ratelimit import RateLimiter, Ticket, rejection_reason
+from .ratelimit import RateLimiter, Ticket
 
 log = logging.getLogger("nanoserve.guard")
 
@@ -30,6 +31,7 @@ METRICS_FORBIDDEN = APIError(
     status=403,
     type="permission_error",
     code="insufficient_permissions",
+    reason="auth",
 )
 
 UNAUTHORIZED = APIError(
@@ -67,30 +69,33 @@ class Guard:
             return await self.app(scope, receive, send)
         address = (scope.get("client") or ("unknown",))[0]
         if (wait := self.lockout.retry_after(address)) is not None:
-            self.accounting.rejected("unauthenticated", "auth_lockout")
-            return await _locked_out(wait).send(send, scope["path"])
+            return await self._refuse(scope, send, "unauthenticated", _locked_out(wait))
         caller = self.auth.authenticate(scope["headers"])
         if caller is None:
             self.lockout.failed(address)
-            self.accounting.rejected("unauthenticated", "auth")
-            return await UNAUTHORIZED.send(send, scope["path"])
-        state = scope.setdefault("state", {})
-        state["caller"] = caller.id
+            return await self._refuse(scope, send, "unauthenticated", UNAUTHORIZED)
+        state = scope["state"]  # RequestContext made it, with the request's Exchange
+        state["exchange"].caller = caller.id
         if scope["path"] in UNMETERED_PATHS:
             if not caller.reads_metrics:
-                return await METRICS_FORBIDDEN.send(send, scope["path"])
+                return await self._refuse(scope, send, caller.id, METRICS_FORBIDDEN)
             return await self.app(scope, receive, send)
         try:
             ticket = await self.limiter.admit(caller)
         except APIError as e:
-            self.accounting.rejected(caller.id, rejection_reason(e))
-            return await e.send(send, scope["path"])
+            return await self._refuse(scope, send, caller.id, e)
         state["ticket"] = ticket  # the route hands it to the completion service
         self.accounting.admitted(caller.id)
         try:
             await self.app(scope, receive, _with_headers(send, ticket))
         finally:
             await self.limiter.release(ticket)
+
+    async def _refuse(self, scope, send, caller_id: str, e: APIError) -> None:
+        """Answer `e`; count it for the caller, and in the request's access line and metrics."""
+        self.accounting.rejected(caller_id, e.reason)
+        scope["state"]["exchange"].close(e.status, e.reason)
+        await e.send(send, scope["path"])
 
 
 def _with_headers(send, ticket: Ticket):
@@ -113,6 +118,7 @@ def _locked_out(wait: float) -> APIError:
         type="rate_limit_error",
         code="too_many_failed_authentications",
         headers={"Retry-After": str(seconds), "retry-after-ms": str(seconds * 1000)},
+        reason="auth",
     )
 
 

@@ -53,7 +53,8 @@ def _window_headers(headers: dict[str, str], kind: str, limit: int, stats) -> fl
 class RateLimited(APIError):
     """429: the caller's own quota (another replica won't help; waiting will)."""
 
-    def __init__(self, reason: str, what: str, retry_after: float, headers: dict[str, str]):
+    def __init__(self, kind: str, what: str, retry_after: float, headers: dict[str, str]):
+        # kind: "rpm" | "tpm" | "concurrency", the limit that was reached
         wait = max(math.ceil(retry_after), 1)
         super().__init__(
             f"Rate limit reached for {what}; retry in {wait} s.",
@@ -61,8 +62,8 @@ class RateLimited(APIError):
             type="rate_limit_error",
             code="rate_limit_exceeded",
             headers={**headers, "Retry-After": str(wait), "retry-after-ms": str(wait * 1000)},
+            reason=f"rate_limit_{kind}",
         )
-        self.reason = reason  # "requests" | "tokens" | "concurrency": the usage counter label
 
 
 @dataclass
@@ -79,13 +80,6 @@ class Ticket:
 
 class StorageDown(Exception):
     pass
-
-
-def rejection_reason(e: APIError) -> str:
-    """The usage counter label for a refused request."""
-    if isinstance(e, RateLimited):
-        return e.reason
-    return "limiter_unavailable" if e.status == 503 else "invalid"
 
 
 class RateLimiter:
@@ -114,7 +108,9 @@ class RateLimiter:
             raise StorageDown from e
 
     def _down(self) -> APIError:
-        return unavailable("Rate limiting is unavailable; retry shortly.", retry_after=5)
+        return unavailable(
+            "Rate limiting is unavailable; retry shortly.", 5, reason="limiter_unavailable"
+        )
 
     async def _take(self, item: RateLimitItemPerSecond, kind: str, who: str, cost: int):
         """Take `cost` from a window in one atomic step, or nothing: (taken, window stats).
@@ -146,7 +142,7 @@ class RateLimiter:
         taken, stats = await self._take(self._item(t.limits.rpm), "rpm", t.caller.id, 1)
         reset_in = _window_headers(t.headers, "requests", t.limits.rpm, stats)
         if not taken:
-            raise RateLimited("requests", "requests per minute", reset_in, t.headers)
+            raise RateLimited("rpm", "requests per minute", reset_in, t.headers)
 
     async def _slot(self, t: Ticket) -> None:
         if t.limits.concurrency is None:
@@ -183,7 +179,7 @@ class RateLimiter:
         # error itself carries only Retry-After, or each x-ratelimit header would come twice
         reset_in = _window_headers(t.headers, "tokens", t.limits.tpm, stats)
         if not taken:
-            raise RateLimited("tokens", "tokens per minute", reset_in, {})
+            raise RateLimited("tpm", "tokens per minute", reset_in, {})
         t.reserved_tokens, t.window_reset = tokens, stats.reset_time
 
     async def release(self, t: Ticket) -> None:

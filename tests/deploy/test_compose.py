@@ -1,6 +1,7 @@
 """deploy/compose.yaml run for real with podman-compose: nginx in front of two replicas of the
 locally built image, limits counted in Redis, a completion through nginx with the openai SDK,
-and Prometheus (the monitoring profile) scraping both replicas with a key."""
+and Prometheus (the monitoring profile) scraping both replicas with a key and loading the alert
+rules."""
 
 import os
 import re
@@ -172,3 +173,7 @@ def test_compose_serves_through_nginx_with_limits_in_redis(stack):
             break
         time.sleep(3)
     assert health == ["up", "up"], targets["data"]["activeTargets"]
+    # with the alert rules of deploy/prometheus/nanoserve.rules.yml, each evaluating cleanly
+    groups = httpx.get(f"{stack.prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    assert len(rules) == 7 and all(r["health"] in ("ok", "unknown") for r in rules), rules

@@ -62,6 +62,44 @@ def demo(start_server, demo_cache) -> ServerProcess:
     return start_server("--no-auth", "--cache-dir", str(demo_cache), "--log-format", "json")
 
 
+SECRET = "e2e-secret-0123456789abcdef0123456789"
+KEYS = """\
+# id     key          limits
+alice    sk-alice     rpm=2
+bob      sk-bob       tpm=200
+ops      sk-ops       admin
+carol    sk-carol
+prom     sk-prom      metrics
+"""
+
+
+@pytest.fixture(scope="session")
+def keyfile(tmp_path_factory):
+    path = tmp_path_factory.mktemp("keys") / "keys.txt"
+    path.write_text(KEYS)
+    return path
+
+
+@pytest.fixture(scope="session")
+def secure(start_server, demo_cache, keyfile, redis_url):
+    """The demo behind keys (KEYS), JWTs (SECRET) and limits counted in Redis, with a short
+    rate-limit window (4 s) so that limits can be hit and waited out quickly."""
+    return start_server(
+        "--cache-dir",
+        str(demo_cache),
+        "--api-key-file",
+        str(keyfile),
+        "--jwt-secret",
+        SECRET,
+        "--ratelimit-storage",
+        redis_url,
+        "--ratelimit-window",
+        "4",
+        "--log-format",
+        "json",
+    )
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A real redis-server (Debian's package; scripts/setup.sh --with-test-tools) on loopback."""

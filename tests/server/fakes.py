@@ -35,6 +35,9 @@ class FakeEngine:
             vocab_size=len(ALPHABET),
             char_vocab=frozenset(ALPHABET),
             created=int(time.time()),
+            dtype="float32",
+            device="fake",
+            engine_version="fake 0",
         )
         self.delay = delay
         self.stop_after = stop_after  # end every generation early, as a stop string would
@@ -101,16 +104,19 @@ class FakeEngine:
 
 
 @contextmanager
-def fake_app(engine: FakeEngine | None = None, **settings) -> Iterator[TestClient]:
+def fake_app(
+    engine: FakeEngine | None = None, *, raise_server_exceptions: bool = True, **settings
+) -> Iterator[TestClient]:
     """The real app (settings, guard, limiter, service, routes) over a fake engine, with its
-    lifespan running and the engine loaded: `with fake_app(api_keys=["k"]) as client: ...`"""
+    lifespan running and the engine loaded: `with fake_app(api_keys=["k"]) as client: ...`
+    (`raise_server_exceptions=False`: a bug is a 500 response, as a real client sees it)."""
     engine = engine or FakeEngine()
 
     async def load():
         return engine
 
     app = create_app(Settings(**settings), load, registry=CollectorRegistry())
-    with TestClient(app) as client:
+    with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
         deadline = time.monotonic() + 10  # the engine loads in a background task
         while client.get("/ready").status_code != 200:
             assert time.monotonic() < deadline, "fake engine did not become ready"

@@ -275,14 +275,14 @@ def test_usage_and_rejections_are_counted_per_caller(client):
     }
     assert rows["alice"]["requests"] == 3
     assert rows["alice"]["prompt_tokens"] == 9 and rows["alice"]["completion_tokens"] == 6
-    assert rows["alice"]["rejected_requests"] == 1
+    assert rows["alice"]["rejected_rate_limit_rpm"] == 1
     reg = client.app.state.runtime.metrics.registry
     assert (
         reg.get_sample_value("nanoserve_caller_completion_tokens_total", {"caller": "alice"}) == 6
     )
     assert (
         reg.get_sample_value(
-            "nanoserve_caller_rejections_total", {"caller": "alice", "reason": "requests"}
+            "nanoserve_caller_rejections_total", {"caller": "alice", "reason": "rate_limit_rpm"}
         )
         == 1
     )
