@@ -4,13 +4,15 @@
 #   scripts/setup.sh gpu                CUDA engine (vllm) + test tools
 #   scripts/setup.sh --with-test-tools  also the Debian programs the tests run for real:
 #                                       redis-server (shared rate limits), podman, runc,
-#                                       debootstrap and nginx (image, compose stack, `nginx -t`)
+#                                       debootstrap and nginx (image, compose stack, `nginx -t`),
+#                                       chromium and chromium-driver (the playground's browser test)
 # Idempotent: re-running only installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=cpu
 # Debian package:the command that tells it is installed
-test_tools=(redis-server:redis-server podman:podman runc:runc debootstrap:debootstrap nginx-light:nginx)
+test_tools=(redis-server:redis-server podman:podman runc:runc debootstrap:debootstrap nginx-light:nginx
+  chromium:chromium chromium-driver:chromedriver)
 wanted=()
 for arg in "$@"; do
   case "$arg" in

@@ -160,9 +160,10 @@ function stops() {
 
 function requestBody(chat) {
   const body = { model: $("model").value, stream: true, stream_options: { include_usage: true } };
-  for (const [field, id] of [["temperature", "temperature"], ["top_p", "top-p"], ["top_k", "top-k"]]) {
+  const fields = { temperature: "temperature", top_p: "top-p", top_k: "top-k" };
+  for (const [field, id] of Object.entries(fields)) {
     const v = number(id);
-    if (v !== null) body[field] = v;
+    if (v !== null) body[field] = v; // left empty: the API's default
   }
   body.max_tokens = number("max-tokens"); // null: as many as fit in the context
   const stop = stops();

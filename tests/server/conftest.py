@@ -62,6 +62,44 @@ def demo(start_server, demo_cache) -> ServerProcess:
     return start_server("--no-auth", "--cache-dir", str(demo_cache), "--log-format", "json")
 
 
+SECRET = "e2e-secret-0123456789abcdef0123456789"  # the keyed server's JWT secret
+KEYS = """\
+# id     key          limits
+alice    sk-alice     rpm=2
+bob      sk-bob       tpm=200
+ops      sk-ops       admin
+carol    sk-carol
+viewer   sk-viewer
+"""
+
+
+@pytest.fixture(scope="session")
+def keyfile(tmp_path_factory):
+    path = tmp_path_factory.mktemp("keys") / "keys.txt"
+    path.write_text(KEYS)
+    return path
+
+
+@pytest.fixture(scope="session")
+def secure(start_server, demo_cache, keyfile, redis_url):
+    """The demo model behind API keys (KEYS), JWTs (SECRET) and limits shared through Redis
+    (a 4 s window, so limit tests don't wait a minute). `viewer` is the playground's caller."""
+    return start_server(
+        "--cache-dir",
+        str(demo_cache),
+        "--api-key-file",
+        str(keyfile),
+        "--jwt-secret",
+        SECRET,
+        "--ratelimit-storage",
+        redis_url,
+        "--ratelimit-window",
+        "4",
+        "--log-format",
+        "json",
+    )
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A real redis-server (Debian's package; scripts/setup.sh --with-test-tools) on loopback."""

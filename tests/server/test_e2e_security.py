@@ -10,42 +10,11 @@ import jwt
 import openai
 import pytest
 
+from tests.server.conftest import KEYS, SECRET
+
 pytestmark = pytest.mark.engine
 
 MODEL = "shakespeare_char"
-SECRET = "e2e-secret-0123456789abcdef0123456789"
-KEYS = """\
-# id     key          limits
-alice    sk-alice     rpm=2
-bob      sk-bob       tpm=200
-ops      sk-ops       admin
-carol    sk-carol
-"""
-
-
-@pytest.fixture(scope="session")
-def keyfile(tmp_path_factory):
-    path = tmp_path_factory.mktemp("keys") / "keys.txt"
-    path.write_text(KEYS)
-    return path
-
-
-@pytest.fixture(scope="session")
-def secure(start_server, demo_cache, keyfile, redis_url):
-    return start_server(
-        "--cache-dir",
-        str(demo_cache),
-        "--api-key-file",
-        str(keyfile),
-        "--jwt-secret",
-        SECRET,
-        "--ratelimit-storage",
-        redis_url,
-        "--ratelimit-window",
-        "4",
-        "--log-format",
-        "json",
-    )
 
 
 def sdk(server, key, retries=0):
