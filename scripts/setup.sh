@@ -5,14 +5,15 @@
 #   scripts/setup.sh --with-test-tools  also the Debian programs the tests run for real:
 #                                       redis-server (shared rate limits), podman, runc,
 #                                       debootstrap and nginx (image, compose stack, `nginx -t`),
-#                                       prometheus and promtool (alert rules, live scrape)
+#                                       prometheus and promtool (alert rules, live scrape),
+#                                       chromium and chromium-driver (the playground's browser test)
 # Idempotent: re-running only installs what changed.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."   # the repository, even through a symlink
 target=cpu
 # Debian package:the command that tells it is installed
 test_tools=(redis-server:redis-server podman:podman runc:runc debootstrap:debootstrap nginx-light:nginx
-  prometheus:prometheus)
+  prometheus:prometheus chromium:chromium chromium-driver:chromedriver)
 wanted=()
 for arg in "$@"; do
   case "$arg" in

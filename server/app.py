@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from nanoserve import __version__
 
-from . import errors, health, legacy, routes, sagemaker, tokens
+from . import errors, health, legacy, playground, routes, sagemaker, tokens
 from .chat_template import ChatTemplate
 from .engine import Engine
 from .metrics import Metrics
@@ -57,7 +57,9 @@ def create_app(
         chat_template.check_vocabulary(engine.info.char_vocab)  # StartupError: one log line
         return CompletionService(engine, settings, metrics, limiter, accounting, chat_template)
 
-    runtime = Runtime(load_engine, make_service, metrics, on_fatal)
+    runtime = Runtime(
+        load_engine, make_service, metrics, on_fatal, playground_url=playground.url(settings)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -76,6 +78,10 @@ def create_app(
     errors.install(app)
     for module in (routes, legacy, tokens, sagemaker, health):
         app.include_router(module.router)
+    open_paths = sagemaker.SAGEMAKER_PATHS if settings.sagemaker else frozenset()
+    if not settings.no_playground:
+        app.include_router(playground.router())
+        open_paths |= playground.PLAYGROUND_PATHS
     # Starlette wraps in reverse order: RequestContext (ids, size cap, access log) is outermost,
     # so even a 401 carries an x-request-id and is logged.
     app.add_middleware(
@@ -85,7 +91,7 @@ def create_app(
         accounting=accounting,
         lockout=Lockout(settings.max_auth_failures),
         metrics_open=settings.metrics_open,
-        also_open=sagemaker.SAGEMAKER_PATHS if settings.sagemaker else frozenset(),
+        also_open=open_paths,
     )
     app.add_middleware(
         RequestContext,

@@ -32,11 +32,13 @@ class Runtime:
         make_service: Callable[[Engine], CompletionService],
         metrics: Metrics,
         on_fatal: Callable[[int], None] | None = None,
+        playground_url: str | None = None,
     ):
         self._load = load
         self._make_service = make_service
         self.metrics = metrics
         self.on_fatal = on_fatal or (lambda code: None)
+        self.playground_url = playground_url  # the ready line names it: where to look first
         self.engine: Engine | None = None
         self._service: CompletionService | None = None
         self.phase = "starting"
@@ -80,11 +82,17 @@ class Runtime:
                 "device": info.device,
             }
         )
+        see = f"; playground: {self.playground_url}" if self.playground_url else ""
         log.info(
-            "ready: serving %s (context %d tokens)",
+            "ready: serving %s (context %d tokens)%s",
             info.name,
             info.max_model_len,
-            extra={"model": info.name, "max_model_len": info.max_model_len},
+            see,
+            extra={
+                "model": info.name,
+                "max_model_len": info.max_model_len,
+                "playground": self.playground_url,
+            },
         )
         self._tasks.append(asyncio.create_task(self._watch()))
 

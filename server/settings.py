@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         "credentials (SageMaker authenticates callers at its endpoint), on port 8080 unless "
         "--port is given. Every other route keeps its authentication.",
     )
+    no_playground: bool = Field(
+        False,
+        description="Do not serve the browser playground at GET /playground (a static page, "
+        "open without a key; every API call it makes needs the same credentials as any client).",
+    )
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     log_format: LogFormat = Field("json", description="`json` (one object a line) or `text`.")
     log_text_chars: int = Field(

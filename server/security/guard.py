@@ -1,7 +1,8 @@
 """The security layer, as pure-ASGI middleware in front of every route.
 
-Deny by default: a request reaches a route only if its raw path is one of the open probe paths
-or it carries valid credentials. The check runs on `scope["path"]` before routing, so a new
+Deny by default: a request reaches a route only if its raw path is one of the open paths (the
+probes, and the ones the app adds: SageMaker's, the playground's static files) or it carries
+valid credentials. The check runs on `scope["path"]` before routing, so a new
 route is protected without anyone remembering to, and Host-header or path tricks meet the same
 check (CVE-2026-48746 reached vLLM's routes past a path check through the Host header).
 
@@ -51,7 +52,7 @@ class Guard:
         accounting: Accounting,
         lockout: Lockout,
         metrics_open: bool,
-        also_open: frozenset[str] = frozenset(),  # SageMaker's /ping, /invocations
+        also_open: frozenset[str] = frozenset(),  # SageMaker's paths, the playground's files
     ):
         self.app = app
         self.auth = auth

@@ -62,7 +62,7 @@ def demo(start_server, demo_cache) -> ServerProcess:
     return start_server("--no-auth", "--cache-dir", str(demo_cache), "--log-format", "json")
 
 
-SECRET = "e2e-secret-0123456789abcdef0123456789"
+SECRET = "e2e-secret-0123456789abcdef0123456789"  # the keyed server's JWT secret
 KEYS = """\
 # id     key          limits
 alice    sk-alice     rpm=2
@@ -70,6 +70,7 @@ bob      sk-bob       tpm=200
 ops      sk-ops       admin
 carol    sk-carol
 prom     sk-prom      metrics
+viewer   sk-viewer
 """
 
 
@@ -83,7 +84,8 @@ def keyfile(tmp_path_factory):
 @pytest.fixture(scope="session")
 def secure(start_server, demo_cache, keyfile, redis_url):
     """The demo behind keys (KEYS), JWTs (SECRET) and limits counted in Redis, with a short
-    rate-limit window (4 s) so that limits can be hit and waited out quickly."""
+    rate-limit window (4 s) so that limits can be hit and waited out quickly. `viewer` is the
+    playground's caller."""
     return start_server(
         "--cache-dir",
         str(demo_cache),
