@@ -77,6 +77,11 @@ def test_fp8_is_refused_on_cpu_whatever_the_dtype(converted, method, dtype):
     assert INT8_HINT in message
 
 
+def test_other_load_time_methods_are_refused_on_cpu_as_untested(converted):
+    message = refusal(converted["float32"], quantization="mxfp4", dtype="bfloat16")
+    assert message.startswith("--quantization mxfp4 is not tested on CPU with vLLM 0.32.0;")
+
+
 def test_a_checkpoint_format_method_needs_its_checkpoint(converted):
     message = refusal(converted["float32"], quantization="awq", dtype="bfloat16")
     assert message.startswith("--quantization awq reads a checkpoint quantized for it")
@@ -102,13 +107,26 @@ def test_on_gpu_fp8_needs_a_half_precision_dtype(converted, monkeypatch):
     )
 
 
-def test_serve_refuses_in_one_line_with_exit_2_before_the_engine(converted):
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--quantization", "int8"], "--quantization int8 is not a vLLM method"),
+        (
+            ["--quantization", "int8_per_channel_weight_only", "--dtype", "bfloat16"],
+            "quantizes only mixture-of-experts layers",
+        ),
+        (["--quantization", "fp8", "--dtype", "bfloat16"], "fp8 does not run on CPU"),
+    ],
+    ids=["unknown-name", "int8-weight-only", "fp8"],
+)
+def test_serve_refuses_in_one_line_with_exit_2_before_the_engine(converted, flags, said):
     cmd = [sys.executable, "-m", "server", str(converted["float32"]), "--no-auth"]
-    cmd += ["--port", str(free_port()), "--log-format", "text", "--quantization", "fp8"]
+    cmd += ["--port", str(free_port()), "--log-format", "text", *flags]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=REPO)
     assert out.returncode == 2, out.stderr[-2000:]
     errors = [ln for ln in out.stderr.splitlines() if " ERROR " in ln]
-    assert len(errors) == 1 and "fp8 does not run on CPU" in errors[0], out.stderr[-2000:]
+    assert len(errors) == 1 and said in errors[0], out.stderr[-2000:]
+    assert INT8_HINT in errors[0]
     assert "Traceback" not in out.stderr and "EngineCore" not in out.stderr
 
 
