@@ -4,8 +4,9 @@
 - `gpt2-124m`: GPT-2-124M's shape (12 layers, 12 heads, 768 wide, 1024 context, GPT-2 BPE) with
   random weights; speed does not depend on what the weights are.
 
-The directory name is the served model name. Conversions are reused while their source is
-unchanged (the converter records the source's sha256 in `nanoserve.json`).
+The directory name is the served model name (`-int8` appended for `nanoserve convert --quantize
+int8`). Conversions are reused while their source is unchanged (the converter records the
+source's sha256 in `nanoserve.json`).
 
     python bench/models.py --build-gpt2 CKPT   # internal: write the 124M checkpoint
 """
@@ -30,9 +31,10 @@ def _converted_from(out: Path) -> str | None:
     return json.loads(prov.read_text())["source"]["sha256"]
 
 
-def _convert(ckpt: Path, out: Path) -> None:
+def _convert(ckpt: Path, out: Path, quantize: str | None) -> None:
     ckpt, out = ckpt.resolve(), out.resolve()
     cmd = [sys.executable, "-m", "convert", str(ckpt), "--out", str(out), "--force"]
+    cmd += ["--quantize", quantize] if quantize else []
     # cwd: the checkpoint's folder, where nanoGPT's own tools look for data/<dataset>/meta.pkl
     done = subprocess.run(cmd, cwd=ckpt.parent, capture_output=True, text=True)
     if done.returncode != 0:
@@ -50,9 +52,11 @@ def build_gpt2(path: Path) -> None:
     torch.save(make_checkpoint(GPT(cfg)), path)
 
 
-def prepare(name: str, models_dir: Path, demo_ckpt: Path = DEMO_CKPT) -> Path:
+def prepare(
+    name: str, models_dir: Path, demo_ckpt: Path = DEMO_CKPT, quantize: str | None = None
+) -> Path:
     """The converted directory for model `name` under `models_dir`, converting if needed."""
-    out = models_dir / name
+    out = models_dir / (f"{name}-{quantize}" if quantize else name)
     if name == "shakespeare_char":
         if not demo_ckpt.is_file():
             raise FileNotFoundError(
@@ -60,7 +64,7 @@ def prepare(name: str, models_dir: Path, demo_ckpt: Path = DEMO_CKPT) -> Path:
                 "(examples/shakespeare_char/train.py) or pass --demo-ckpt"
             )
         if _converted_from(out) != sha256_file(demo_ckpt):
-            _convert(demo_ckpt, out)
+            _convert(demo_ckpt, out, quantize)
         return out
     if name == "gpt2-124m":
         if _converted_from(out) is None:  # seeded random weights: a finished one is the one
@@ -68,7 +72,7 @@ def prepare(name: str, models_dir: Path, demo_ckpt: Path = DEMO_CKPT) -> Path:
             src.parent.mkdir(parents=True, exist_ok=True)
             # a child process, so this harness never holds the 124M model's memory
             subprocess.run([sys.executable, __file__, "--build-gpt2", str(src)], check=True)
-            _convert(src, out)
+            _convert(src, out, quantize)
             src.unlink()  # 500 MB we no longer need
         return out
     raise ValueError(f"unknown model {name!r} (known: {', '.join(MODELS)})")

@@ -25,6 +25,13 @@ def build_parser(prog: str = "nanoserve convert") -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", metavar="DIR", help="use this Hugging Face tokenizer directory")
     # validated by the pipeline, not `choices`, so the API and the CLI say the same thing
     p.add_argument("--dtype", default="float32", metavar="|".join(DTYPES), help="weight dtype")
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="int8: projection weights int8 per output channel, activations int8 per token "
+        "(vLLM's compressed-tensors W8A8, which has CPU kernels); verified against the "
+        "checkpoint like a half-precision dtype",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing conversion at --out")
     p.add_argument("--no-verify", action="store_true", help="skip the logit-parity check")
     return p
@@ -42,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             meta=args.meta,
             tokenizer=args.tokenizer,
             dtype=args.dtype,
+            quantize=args.quantize,
             force=args.force,
             verify=not args.no_verify,
             log=lambda line: print(line, flush=True),

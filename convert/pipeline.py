@@ -1,5 +1,6 @@
 """`convert_checkpoint`: load -> validate -> tokenizer -> map -> write -> verify, with progress."""
 
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +18,20 @@ from convert.mapping import (
 )
 from convert.meta import find_meta, load_meta
 from convert.output import check_out, jsonable, sha256_file, staging_dir, write_json, write_weights
+from convert.quantize import W8A8_CONFIG, dequantized, int8_state_dict
 from convert.tokenizer import TokenizerInfo, copy_custom, write_char, write_gpt2
-from convert.verify import VerifyResult, check_output, reference_outputs
+from convert.verify import (
+    INT8_BOUND,
+    Expected,
+    VerifyResult,
+    check_output,
+    compare,
+    hf_outputs,
+    load_hf,
+    reference_outputs,
+)
+
+QUANTIZE = ("int8",)
 
 Log = Callable[[str], None]
 
@@ -123,7 +136,7 @@ def _load(ckpt_path: str | Path, log: Log) -> tuple[Checkpoint, ModelShape]:
 
 def _verify(
     tmp: Path, ckpt: Checkpoint, shape: ModelShape, vocab: int, dtype: str, log: Log
-) -> VerifyResult:
+) -> tuple[VerifyResult, Expected]:
     expected = reference_outputs(ckpt.state_dict, shape, vocab, dtype)
     # Last use of the original weights: dropping them before transformers loads its own copy
     # keeps peak memory near one model's worth above the process's baseline.
@@ -140,7 +153,36 @@ def _verify(
         raise ConvertError(
             f"verification failed: max |Δ| {r.max_abs_diff:.3e} (bound {r.bound})" + extra
         )
-    return r
+    return r, expected
+
+
+def _quantize_int8(tmp: Path, expected: Expected | None, log: Log) -> dict:
+    """Rewrite the verified float output as INT8 W8A8 (convert/quantize.py); what it records.
+
+    With verification on, the int8 weights' effect is measured like the half-precision rounding:
+    transformers computes with the dequantized weights, compared with the checkpoint's reference
+    (activations, quantized per token only inside vLLM, are not simulated here)."""
+    from safetensors.torch import load_file
+
+    sd = load_file(tmp / "model.safetensors")
+    q = int8_state_dict(sd)
+    record: dict = {"method": "int8 W8A8", "format": "compressed-tensors", "rel_diff": None}
+    if expected is not None:
+        hf = load_hf(tmp)
+        hf.load_state_dict(dequantized(q), strict=False)  # lm_head is tied, not stored
+        _, rel = compare(hf_outputs(hf, expected), expected.exact)
+        ok = rel <= INT8_BOUND
+        verdict = "ok" if ok else "FAILED"
+        log(f"quantize: int8 weights {rel:.1e} of value range <= {INT8_BOUND}: {verdict}")
+        if not ok:
+            raise ConvertError(f"int8 quantization error {rel:.3e} above {INT8_BOUND}")
+        record |= {"rel_diff": rel, "bound": INT8_BOUND}
+    write_weights(tmp / "model.safetensors", q)
+    config = json.loads((tmp / "config.json").read_text())
+    write_json(tmp / "config.json", config | {"quantization_config": W8A8_CONFIG})
+    n = sum(name.endswith(".weight_scale") for name in q)
+    log(f"quantize: {n} projection weights int8 (per output channel), activations int8 per token")
+    return record
 
 
 def convert_checkpoint(
@@ -150,6 +192,7 @@ def convert_checkpoint(
     meta: str | Path | None = None,
     tokenizer: str | Path | None = None,
     dtype: str = "float32",
+    quantize: str | None = None,
     force: bool = False,
     verify: bool = True,
     log: Log = print,
@@ -161,6 +204,8 @@ def convert_checkpoint(
     """
     if dtype not in DTYPES:
         raise ConvertError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ConvertError(f"unknown quantization {quantize!r}: choose {', '.join(QUANTIZE)}")
     out, t0 = Path(out_dir), time.perf_counter()
     check_out(out, force)  # fail before any work
     ckpt, shape = _load(ckpt_path, log)
@@ -171,12 +216,17 @@ def convert_checkpoint(
         _check_vocab(tok, shape, log)
         n_params = _write_model(tmp, ckpt, shape, tok, dtype)
         log(f"write: model.safetensors ({dtype}), config.json, tokenizer ({tok.kind})")
-        result = _verify(tmp, ckpt, shape, tok.vocab_size, dtype, log) if verify else None
+        result, expected = (
+            _verify(tmp, ckpt, shape, tok.vocab_size, dtype, log) if verify else (None, None)
+        )
         info = _provenance(ckpt, shape, tok, tok_source, dtype, result, sha256.result())
+        if quantize == "int8":
+            info["quantization"] = _quantize_int8(tmp, expected, log)
         write_json(tmp / "nanoserve.json", info)
     parity = f"max |Δ| {result.max_abs_diff:.1e}" if result else "not verified (--no-verify)"
     log(
-        f"done: {out}  params {n_params / 1e6:.2f}M  dtype {dtype}  vocab {tok.vocab_size} "
+        f"done: {out}  params {n_params / 1e6:.2f}M  dtype {dtype}"
+        f"{'  int8 W8A8' if quantize else ''}  vocab {tok.vocab_size} "
         f"({tok.kind})  parity {parity}  in {time.perf_counter() - t0:.1f} s"
     )
     return out

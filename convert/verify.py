@@ -13,6 +13,10 @@ the range of the reference's values (hidden states and logits each). float16 kee
 significant bits (relative step 4.9e-4), bfloat16 8 (3.9e-3); a few layers of accumulation stay
 well inside 20x that step, hence 1e-2 and 8e-2. That check exists to catch overflow (float16
 tops out at 65504) and gross damage, not to grade precision.
+
+INT8 (`--quantize int8`) is measured the same way, with transformers holding the dequantized
+weights: a step of 1/127 of each output channel's largest weight is about bfloat16's relative
+step for typical weights, so it gets bfloat16's bound, `INT8_BOUND` = 8e-2.
 """
 
 import math
@@ -28,6 +32,7 @@ from convert.reference import GPT, GPTConfig
 
 MAPPING_BOUND = 1e-4
 ROUNDING_BOUND = {"float16": 1e-2, "bfloat16": 8e-2}  # relative, see docstring
+INT8_BOUND = 8e-2  # relative, see docstring
 LOGIT_STRIDE = 64
 
 
@@ -158,12 +163,16 @@ def load_hf(out_dir: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def check_output(out_dir: Path, expected: Expected) -> VerifyResult:
-    """Compare what transformers computes from `out_dir` with the reference's outputs."""
-    hf = load_hf(out_dir)
-    got = _outputs(
+def hf_outputs(hf: torch.nn.Module, expected: Expected) -> Outputs:
+    """What a transformers GPT-2 computes on the reference's sequences."""
+    return _outputs(
         lambda ids: hf.transformer(ids).last_hidden_state, hf.lm_head, expected.seqs, expected.vocab
     )
+
+
+def check_output(out_dir: Path, expected: Expected) -> VerifyResult:
+    """Compare what transformers computes from `out_dir` with the reference's outputs."""
+    got = hf_outputs(load_hf(out_dir), expected)
     lengths, dtype = [s.shape[1] for s in expected.seqs], expected.dtype
     diff, _ = compare(got, expected.rounded)
     if dtype == "float32":

@@ -145,10 +145,11 @@ def serve(settings: Settings) -> int:
         return 2
     name = settings.served_model_name or default_name
     # imports vLLM (~15 s): only once there is something to serve
-    from .vllm_engine import UnservableModel, VLLMEngine, check_servable
+    from .vllm_engine import UnservableModel, VLLMEngine, check_quantization, check_servable
 
-    try:
-        check_servable(model_dir)  # before a 30 s engine start that would end in a stack trace
+    try:  # before a 30 s engine start that would end in a stack trace
+        check_servable(model_dir)
+        check_quantization(model_dir, settings)
     except UnservableModel as e:
         log.error("%s", e)
         return 2

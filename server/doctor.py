@@ -2,7 +2,8 @@
 
 It takes serve's flags, NANOSERVE_* environment and --config file, and prints one line per check
 with the fix when it fails: credentials, the port, Redis (when limits are counted there), the CPU's
-instruction set, vLLM's platform, the model directory and its parity record, the head size.
+instruction set, vLLM's platform, the model directory and its parity record, the head size,
+the quantization.
 Exit code 1 if any check fails. Converting a ckpt.pt MODEL fills the same cache serve reuses.
 """
 
@@ -152,8 +153,8 @@ def check_parity(model_dir: Path) -> Check:
     return Check("parity", True, f"matches the checkpoint, {diff}")
 
 
-def check_engine(model_dir: Path | None) -> Iterator[Check]:
-    """vLLM's platform, then whether it can run this model (head size on CPU)."""
+def check_engine(s: Settings, model_dir: Path | None) -> Iterator[Check]:
+    """vLLM's platform, then whether it can run this model (head size on CPU, quantization)."""
     try:
         from . import vllm_engine
     except ImportError as e:
@@ -175,6 +176,18 @@ def check_engine(model_dir: Path | None) -> Iterator[Check]:
         return
     cfg = json.loads((model_dir / "config.json").read_text())
     yield Check("head size", True, f"{cfg['n_embd'] // cfg['n_head']} is supported here")
+    yield check_quantization(s, model_dir, vllm_engine)
+
+
+def check_quantization(s: Settings, model_dir: Path, vllm_engine) -> Check:
+    """--quantization and --dtype against the model and this device, as serve checks them."""
+    try:
+        vllm_engine.check_quantization(model_dir, s)
+    except vllm_engine.UnservableModel as e:
+        detail, _, fix = str(e).partition("; ")
+        return Check("quantization", False, detail, fix)
+    method = s.quantization or vllm_engine.checkpoint_method(model_dir)
+    return Check("quantization", True, f"{method} runs here" if method else "none")
 
 
 def run_checks(s: Settings, emit: Callable[[Check], None]) -> bool:
@@ -188,7 +201,7 @@ def run_checks(s: Settings, emit: Callable[[Check], None]) -> bool:
     if model_dir is not None:
         checks.append(check_parity(model_dir))
         emit(checks[-1])
-    for c in check_engine(model_dir):
+    for c in check_engine(s, model_dir):
         emit(c)
         checks.append(c)
     return all(c.ok for c in checks)

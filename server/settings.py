@@ -228,7 +228,14 @@ class Settings(BaseSettings):
         "RAM and refuses to start when other processes hold memory.)",
     )
     enforce_eager: bool = Field(False, description="Disable CUDA graphs / compilation.")
-    quantization: str | None = Field(None, description="vLLM quantization method, if any.")
+    quantization: str | None = Field(
+        None,
+        description="vLLM quantization method applied while loading (vLLM's names), checked "
+        "before the engine starts. GPU: fp8 (or fp8_per_tensor, fp8_per_channel, "
+        "fp8_per_block) with --dtype bfloat16 or float16. CPU: none of vLLM's applies to a "
+        "GPT-2 model; serve a checkpoint from `nanoserve convert --quantize int8` instead (its "
+        "config.json names the method: no flag needed). See the README's quantization table.",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs to shard the model over.")
     seed: int = Field(0, description="Engine random seed.")
 

@@ -10,7 +10,7 @@ from convert.cli import main as convert_main
 from tests.helpers import nanogpt_checkpoint, save_checkpoint, tiny_model, write_meta
 from tests.server.conftest import REPO
 
-CHECKS = ["keys", "port", "redis", "cpu", "model", "parity", "vllm", "head size"]
+CHECKS = ["keys", "port", "redis", "cpu", "model", "parity", "vllm", "head size", "quantization"]
 
 
 def doctor(*args: str) -> tuple[int, dict[str, str]]:
