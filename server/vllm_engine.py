@@ -163,8 +163,6 @@ def check_quantization(model_dir: Path, s: Settings) -> None:
 
 
 def _version() -> str:
-    import vllm
-
     return vllm.__version__
 
 
