@@ -9,6 +9,7 @@ process's dying words — is relayed as JSON too (`relay_stderr`).
 
 import atexit
 import datetime
+import hashlib
 import json
 import logging
 import logging.config
@@ -129,7 +130,15 @@ def configure(settings: Settings) -> None:
     if settings.log_format == "json":
         relay_stderr()
     logging.config.dictConfig(cfg)
-    path = settings.cache_dir / "vllm-logging.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cfg))
+    # vLLM's processes read their logging config from a file. Servers of other versions or
+    # settings may share the cache directory, so the file is named by its content (one server
+    # never reads another's) and written whole before it is named (never read half-written).
+    text = json.dumps(cfg, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = settings.cache_dir / f"vllm-logging-{digest}.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text)
+        partial.replace(path)
     os.environ.setdefault("VLLM_LOGGING_CONFIG_PATH", str(path))
