@@ -16,6 +16,7 @@ import argparse
 import os
 import secrets
 import shlex
+import signal
 import statistics
 import sys
 import time
@@ -189,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # a SIGTERM (e.g. from `timeout`) must unwind through `with ServerProcess`, which stops the
+    # server by its PID; Python's default would leave it running
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = build_parser().parse_args(argv)
     variants = ["float32", *(v for v in args.variants.split(",") if v != "float32")]
     raw = args.out / "raw" / "quantization"
