@@ -307,10 +307,18 @@ def test_every_metric_of_the_dashboard_and_the_rules_has_data(mix, prometheus):
     assert [(r["name"], r["lastError"]) for r in rules if r["health"] != "ok"] == []
 
 
-def test_no_dashboard_panel_is_dead(mix, prometheus):
+def test_no_dashboard_panel_is_dead(secure, mix, prometheus):
+    # rate() needs an increase between two scrapes of a series: a plain and a streamed
+    # completion now, once the mix's series exist, put one in every panel's 5 min window
+    # (the mix alone may be older than that when the whole suite runs)
+    carol = sdk(secure, "sk-carol")
+    carol.completions.create(model=MODEL, prompt="ROMEO:", max_tokens=8)
+    for _ in carol.completions.create(model=MODEL, prompt="JULIET:", max_tokens=8, stream=True):
+        pass
+    time.sleep(2)
+    prometheus.scraped_after(time.time())
     dead = []
     for expr in dashboard_exprs():
-        # the mix ran within the last minutes: a window that covers it
         result = prometheus.query(expr.replace("$__rate_interval", "5m"))
         values = [float(s["value"][1]) for s in result] if result else []
         if not any(math.isfinite(v) for v in values):
