@@ -13,8 +13,6 @@ The marks this project gives them:
 - `not_run(reason="...")`: cannot run on the test machines (a GPU, Docker, a cluster, an hour);
   the reason is listed in README's "What the tests run" section, generated from these marks:
   `.venv/bin/python tests/docs_blocks.py --write` refreshes it.
-
-Run with `python tests/docs_blocks.py --write` to regenerate README's list of blocks not run.
 """
 
 import re
