@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.server.conftest import decode, encode
+from tests.server.test_e2e_http import metric, wait_until
 
 pytestmark = pytest.mark.engine
 
@@ -249,3 +250,28 @@ def test_async_client_stream_and_not(demo):
     full, text = asyncio.run(both())
     assert text == full.choices[0].text
     assert full.object == "text_completion"
+
+
+def test_a_deadline_ends_generation_with_the_text_so_far(client, demo):
+    # 1,024 tokens past the 128-token window take ~15 s on 2 cores; the client allows 1.5 s
+    asked = {"X-Request-Timeout": "1.5"}
+    long = {"crop_context": True}
+    r = client.completions.create(
+        model=MODEL, prompt="ROMEO:", max_tokens=1024, extra_body=long, extra_headers=asked
+    )
+    assert r.choices[0].finish_reason == "timeout"
+    assert 0 < r.usage.completion_tokens < 1024
+    assert len(r.choices[0].text) == r.usage.completion_tokens  # one character a token
+    chunks = list(
+        client.completions.create(
+            model=MODEL,
+            prompt="ROMEO:",
+            max_tokens=1024,
+            stream=True,
+            extra_body=long,
+            extra_headers=asked,
+        )
+    )
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "timeout"
+    # the engine requests were aborted, not left generating
+    assert wait_until(lambda: metric(demo.url, "nanoserve_engine_requests_unfinished") == 0, 5)
