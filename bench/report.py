@@ -51,12 +51,18 @@ def fmt(s: dict | None, decimals: int) -> str:
     return med if s["n"] == 1 else f"{med} ({s['min']:.{decimals}f}–{s['max']:.{decimals}f})"
 
 
-def write(out: Path, info: dict) -> None:
-    """results.json, results.md and the PNG plots into `out`."""
+def analyze(info: dict) -> dict:
+    """Mark each record valid or not, and add the summary, ratios and targets; `info`."""
     validity.mark(info["runs"], info.setdefault("max_load", validity.DEFAULT_MAX_LOAD))
     info["summary"] = summarize(info["runs"])
     info["ratios"] = ratios(info["runs"])
     info["targets"] = targets(info["ratios"])
+    return info
+
+
+def write(out: Path, info: dict) -> None:
+    """results.json, results.md and the PNG plots into `out`."""
+    analyze(info)
     if CONVERT_JSON.is_file():
         info["convert"] = json.loads(CONVERT_JSON.read_text())
     out.mkdir(parents=True, exist_ok=True)
@@ -133,7 +139,7 @@ def markdown(info: dict) -> str:
         "requests and levels (the `requests` column)",
     ]
     for case in info["cases"]:
-        lines += _case_md(info, case)
+        lines += case_md(info, case)
     lines += _invalid_md(info["runs"])
     lines += ["", *(f"![{name}]({name})" for name in info["plots"])]
     if "convert" in info:
@@ -170,14 +176,15 @@ def _invalid_md(runs: list) -> list[str]:
     return lines
 
 
-def _case_md(info: dict, case: dict) -> list[str]:
+def case_md(info: dict, case: dict, heading: str = "##") -> list[str]:
+    """One model's table of valid cells, its ratios and targets."""
     model = case["model"]
     head = "| server | concurrency | requests | valid runs | " + " | ".join(
         h for _, h, _ in COLUMNS
     )
     lines = [
         "",
-        f"## {model}: {case['input_len']} prompt → {case['output_len']} output tokens",
+        f"{heading} {model}: {case['input_len']} prompt → {case['output_len']} output tokens",
         "",
         head + " |",
         "|---" * (len(COLUMNS) + 4) + "|",
@@ -195,7 +202,11 @@ def _case_md(info: dict, case: dict) -> list[str]:
 
 
 def _ratios_md(info: dict, model: str) -> list[str]:
-    rows = pick(info["ratios"], model=model)
+    rows = [
+        r
+        for r in pick(info["ratios"], model=model)
+        if any(r[k] for k in ("vllm_ratio", "naive_ratio", "hf_ratio"))  # a valid pair
+    ]
     if not rows:
         return []
     lines = [
@@ -205,28 +216,26 @@ def _ratios_md(info: dict, model: str) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for row in rows:
-        if not any(row[k] for k in ("vllm_ratio", "naive_ratio", "hf_ratio")):
-            continue  # no valid pair at this level
         cells = [fmt(row["vllm_ratio"], 3), fmt(row["added_ttft_ms"], 1)]
         for key in ("naive_ratio", "hf_ratio"):
             dag = " †" if row[key] and row[key]["vs_best_level"] else ""
             cells.append(fmt(row[key], 1) + dag)
         lines.append(f"| {row['concurrency']} | " + " | ".join(cells) + " |")
+    how = "run back to back" if "pairs" in info else "the same repeat of a rotating order"
     lines.append(
-        "\nRatios are paired (nanoserve's k-th valid run with the other server's k-th, run back "
-        "to back), then the median (min–max) is taken; a pair with an invalid side is left out. "
-        "† that server was "
-        "not run at this concurrency: against its best measured throughput (a one-at-a-time "
+        f"\nRatios are paired (nanoserve's k-th run with the other server's k-th, {how}), then "
+        "the median (min–max) is taken; a pair with an invalid side is left out. † that server "
+        "was not run at this concurrency: against its best measured throughput (a one-at-a-time "
         "server does not speed up with more clients)."
     )
     for t in pick(info["targets"], model=model):
         verdict = "met" if t["met"] else "**not met**"
         if t["pairs"] < MIN_PAIRS:
-            verdict += f" (from fewer than {MIN_PAIRS} pairs: not conclusive)"
+            verdict += f", but from fewer than {MIN_PAIRS} pairs: not conclusive"
+        sign = "≤" if t["target"] == "added_ttft_ms" else "≥"
         lines.append(
-            f"- c={t['concurrency']} {TARGET_NAMES[t['target']]}: {t['median']:.3g} "
-            f"(median of {t['pairs']} valid pair(s)) "
-            f"(target {'≤' if t['target'] == 'added_ttft_ms' else '≥'} {t['goal']}) {verdict}"
+            f"- c={t['concurrency']} {TARGET_NAMES[t['target']]}: {t['median']:.3g} (median of "
+            f"{t['pairs']} valid pair(s); target {sign} {t['goal']}): {verdict}"
         )
     return lines
 

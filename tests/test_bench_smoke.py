@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))  # the bench scripts import their siblings by name
 
 import plan  # noqa: E402
+import readme  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
 import validity  # noqa: E402
@@ -87,6 +88,12 @@ def test_the_table_shows_valid_cells_only_and_lists_the_rest(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [r["valid"] for r in saved["runs"]] == [True, False]
     assert saved["ratios"][0]["naive_ratio"] is None
+
+
+def test_the_readme_tables_are_the_generators_valid_cells():
+    text = (REPO / "README.md").read_text()
+    assert text.count("<!-- bench-results: ") == 2
+    assert readme.refresh(text) == text, "run .venv/bin/python bench/readme.py"
 
 
 def test_pairs_alternate_with_the_baselines_between_them():
