@@ -46,12 +46,13 @@ WORKLOADS = {
 }  # fmt: skip
 
 
-def server_cmd(name: str, port: int, redis_url: str | None) -> list[str]:
+def server_cmd(name: str, port: int, redis_url: str | None, tree: Path = ROOT) -> list[str]:
+    """The command for `name` (nanoserve's code from `tree`: this one, or an older export)."""
     if name == "floor":
         return [sys.executable, str(BENCH / "sse_floor.py"), "--port", str(port)]
-    fake = [sys.executable, str(ROOT / "tests" / "server" / "fake_server.py")]
+    fake = [sys.executable, str(tree / "tests" / "server" / "fake_server.py")]
     args = ["--host", "127.0.0.1", "--port", str(port), "--api-key", TOKEN, *LIMITS]
-    if name == "nanoserve+redis":
+    if name.endswith("+redis"):
         args += ["--ratelimit-storage", redis_url]
     return fake + args
 
@@ -129,8 +130,9 @@ def one_round(name: str, args, redis_url: str | None) -> dict:
     """Start `name` on a quiet machine, measure it, stop it; its figures and validity."""
     load = quiet_load(args)
     port = free_port()
-    cmd = server_cmd(name, port, redis_url)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    tree = args.baseline if name.startswith("baseline") else ROOT
+    cmd = server_cmd(name, port, redis_url, tree)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     with ServerProcess(cmd, port, args.out / f"{name}.log", env=env, name=name) as proc:
         proc.wait_ready(60)
         figures = measure(proc, None if name == "floor" else TOKEN, args.seconds, args.connections)
@@ -158,16 +160,15 @@ def summarize(rounds: dict[str, list[dict]]) -> dict:
         if table[name]:
             table[name]["valid_rounds"] = f"{len(good)}/{len(rs)}"
     floor = table.get("floor")
+    tokens = WORKLOADS["sse"]["max_tokens"]
     for name, row in table.items():
         if name == "floor" or not row or not floor:
             continue
-        row["added_ms_per_json_request"] = row["json_one_p50_ms"] - floor["json_one_p50_ms"]
-        row["added_cpu_ms_per_json_request"] = (
-            1000 / row["json_many_rps"] - 1000 / floor["json_many_rps"]
-        )
-        row["added_us_per_streamed_token"] = (
-            row["sse_one_per_token_us"] - floor["sse_one_per_token_us"]
-        )
+        added = {k: row[k] - floor[k] for k in floor if k != "valid_rounds"}
+        row["added_ms_per_json_request"] = added["json_one_p50_ms"]
+        row["added_cpu_ms_per_json_request"] = added["json_many_cpu_ms"]
+        row["added_us_per_streamed_token"] = added["sse_one_per_token_us"]
+        row["added_cpu_us_per_streamed_token"] = 1000 * added["sse_many_cpu_ms"] / tokens
         row["json_rps_vs_floor"] = row["json_many_rps"] / floor["json_many_rps"]
         row["sse_rps_vs_floor"] = row["sse_many_rps"] / floor["sse_many_rps"]
     return table
@@ -196,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-load", type=float, default=validity.DEFAULT_MAX_LOAD)
     ap.add_argument("--settle", type=float, default=60, help="s to wait for a quiet machine")
     ap.add_argument("--out", type=Path, default=Path("/tmp/nanoserve-frontend"), help="logs")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="also measure nanoserve from this tree, e.g. `git archive REV server tests nanoserve "
+        "convert | tar -x -C DIR` (before/after figures, in the same rounds)",
+    )
     ap.add_argument("--json", type=Path, default=BENCH / "results" / "frontend.json")
     ap.add_argument(
         "--profile", choices=list(WORKLOADS), help="cProfile nanoserve on one workload instead"
@@ -206,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         profile(args)
         return 0
     assert shutil.which("redis-server"), "redis-server is needed for the Redis-limits server"
-    rounds: dict[str, list[dict]] = {"floor": [], "nanoserve": [], "nanoserve+redis": []}
+    names = ["floor", "nanoserve", "nanoserve+redis"]
+    if args.baseline:
+        names += ["baseline", "baseline+redis"]
+    rounds: dict[str, list[dict]] = {name: [] for name in names}
     with redis_server(args.out) as redis_url:
         for i in range(args.rounds):
             for name in rounds:
