@@ -189,7 +189,8 @@ def profile(args) -> None:
     p.sort_stats("cumulative").print_stats(60)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The front-end benchmark's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     ap.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
@@ -207,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--profile", choices=list(WORKLOADS), help="cProfile nanoserve on one workload instead"
     )
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.profile:
         profile(args)

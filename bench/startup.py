@@ -87,7 +87,8 @@ def start_once(label: str, caches: Path, out: Path, eager: bool, env_extra: dict
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The start-up benchmark's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--eager", action="store_true", help="also a cold+warm pair with --enforce-eager"
@@ -96,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default="", help="suffix of this configuration's run names")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "nanoserve-startup")
     ap.add_argument("--json", type=Path, default=BENCH / "results" / "startup.json")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     os.chdir(ROOT)
