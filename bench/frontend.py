@@ -229,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                 r = rounds[name][-1]
                 note = "" if r["valid"] else f"  INVALID: {'; '.join(r['problems'])}"
                 print(
-                    f"round {i} {name:16} json {r['json_many_rps']:7.0f} req/s "
-                    f"(c=1 {r['json_one_p50_ms']:.2f} ms)  sse {r['sse_many_rps']:6.0f} req/s "
-                    f"({r['sse_one_per_token_us']:.0f} us/token){note}",
+                    f"round {i} {name:16} json {r['json_many_rps']:6.0f} req/s "
+                    f"{r['json_many_cpu_ms']:.2f} ms CPU (c=1 {r['json_one_p50_ms']:.2f} ms)  "
+                    f"sse {r['sse_many_rps']:5.0f} req/s {r['sse_many_cpu_ms']:.1f} ms CPU "
+                    f"(c=1 {r['sse_one_per_token_us']:.0f} us/token){note}",
                     flush=True,
                 )
     result = {
