@@ -34,7 +34,7 @@ PHASES = (
     ("engine core process started (imports vLLM again)", "Initializing a V1 LLM engine"),
     ("worker process started (imports vLLM again)", "Starting to load model"),
     ("weights loaded", "Loading weights took"),
-    ("torch.compile: Dynamo + inductor, or its cache", "Initial profiling/warmup run took"),
+    ("compile warm-up: Dynamo + inductor, or its cache", "Warming up done."),
     ("KV cache, warm-up runs", "init engine (profile, create kv cache, warmup model) took"),
     ("nanoserve ready", "ready: serving"),
 )
