@@ -65,9 +65,12 @@ RUN case "$TARGET" in \
 # copying /opt/venv into a fresh one: that copy costs minutes per dependency change and would
 # leave out nothing (pip keeps no cache here).
 FROM venv AS runtime
+# Caches on the /cache volume, so a restart is a warm start: converted checkpoints, vLLM's model
+# inspection and inductor's compiled kernels (see server/vllm_engine.py on vLLM's AOT cache).
 ENV NANOSERVE_HOST=0.0.0.0 \
     NANOSERVE_CACHE_DIR=/cache \
     VLLM_CACHE_ROOT=/cache/vllm \
+    TORCHINDUCTOR_CACHE_DIR=/cache/inductor \
     VLLM_NO_USAGE_STATS=1
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -59,30 +59,41 @@ def bench_argv(
         "--result-dir": result.parent,
         "--result-filename": result.name,
         "--disable-tqdm": True,
+        # the server answered its readiness probe already: a first request that fails for a
+        # minute means a broken server, not a slow start (the default retries for 10 minutes)
+        "--ready-check-timeout-sec": 60,
     }
     return ["bench", "serve", *_flags(options)]
 
 
-def run_client(argvs: list[list[str]], api_key: str, log_path: Path, timeout: float) -> int:
-    """Run the argv lists in one client process; its exit code (-9 when it ran out of time)."""
+def run_client(jobs: list[tuple[list[str], float]], api_key: str, log_path: Path) -> list:
+    """Run (argv, timeout s) jobs in one client process; for each, None or why it failed."""
     spec = log_path.with_suffix(".args.json")
-    spec.write_text(json.dumps(argvs, indent=1))
+    spec.write_text(json.dumps([{"argv": a, "timeout": t} for a, t in jobs], indent=1))
+    status = spec.with_suffix(".status.json")
+    status.unlink(missing_ok=True)
     env = {**os.environ, "OPENAI_API_KEY": api_key, "VLLM_NO_USAGE_STATS": "1"}
     cmd = [sys.executable, str(BENCH / "vllm_cli.py"), "--each", str(spec)]
+    deadline = 120 + sum(t for _, t in jobs)  # each level bounds itself; this is the backstop
     with log_path.open("wb") as log:
         try:
-            return subprocess.run(
-                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+            code = subprocess.run(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=deadline
             ).returncode
         except subprocess.TimeoutExpired:  # run() has killed the client by its PID
-            return -9
+            code = -9
+    done = json.loads(status.read_text()) if status.is_file() else []
+    gone = f"client exited with {code} before this level ran; see {log_path}"
+    return done + [gone] * (len(jobs) - len(done))
 
 
-def read_result(path: Path, level: Level) -> dict:
-    """The figures the report uses from one result file; a missing file counts as all failed."""
+def read_result(path: Path, level: Level, problem: str | None = None) -> dict:
+    """The figures the report uses from one result file; a missing file counts as all failed,
+    with `problem` (the client's reason) as the error sample."""
     if not path.is_file():
         empty = dict.fromkeys(METRICS)
-        return empty | {"completed": 0, "errors": level.prompts, "error_sample": "no result file"}
+        why = problem or "no result file"
+        return empty | {"completed": 0, "errors": level.prompts, "error_sample": why}
     r = json.loads(path.read_text())
     sample = next((e for e in r.get("errors", []) if e), "")
     return {m: r.get(m) for m in METRICS} | {

@@ -39,7 +39,8 @@ def _panel(ax, rows: list, key: str, ylabel: str, title: str) -> None:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # no valid run of any server: no legend either
+        ax.legend(fontsize="small")
 
 
 def draw(summary: list, out: Path) -> list[str]:

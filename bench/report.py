@@ -1,27 +1,28 @@
 """Turn a run's records into results.json, results.md and the plots.
 
-Every figure is the median over repeats with the min-max range beside it. Ratios against vLLM's
-server are paired by repeat (the two ran minutes apart in the same rotation) before the median is
-taken, which cancels most of a shared machine's drift.
+Only valid records count (bench/validity.py: no failed request, a quiet machine): every figure is
+the median over the valid repeats with the min-max range beside it, and a cell with none is left
+out of the tables and listed with its reasons instead. Ratios against vLLM's server are paired
+(the two ran back to back, one after the other) before the median is taken, which cancels most of
+a shared machine's drift; a pair with an invalid side gives no ratio.
+
+    .venv/bin/python bench/report.py bench/results/results.json [--max-load 1.5]
+
+re-renders results.md and the plots from a results.json with the validity rule applied.
 """
 
+import argparse
 import json
-import statistics
+import sys
 from pathlib import Path
 
 import plots
+import validity
 from servers import LABELS
+from summary import COLUMNS, MIN_PAIRS, pick, ratios, summarize, targets
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVERT_JSON = ROOT / "bench" / "results" / "convert.json"  # written by bench/convert_bench.py
-COLUMNS = (  # (record key, header, decimals)
-    ("output_throughput", "output tok/s", 1),
-    ("request_throughput", "req/s", 2),
-    ("p50_ttft_ms", "TTFT p50 ms", 1),
-    ("p95_ttft_ms", "TTFT p95 ms", 1),
-    ("p50_tpot_ms", "TPOT p50 ms", 2),
-)
-TARGETS = {"vllm_ratio": 0.97, "added_ttft_ms": 5.0, "naive_ratio": 20.0}  # issue 5, at c >= 16
 TARGET_NAMES = {
     "vllm_ratio": "throughput / vLLM's server",
     "added_ttft_ms": "added TTFT p50 (ms) over vLLM's server",
@@ -42,100 +43,6 @@ def case_json(case) -> dict:
     }
 
 
-def spread(values: list) -> dict | None:
-    """Median, min, max and count of the non-missing values; None if there are none."""
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None
-    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
-
-
-def _pick(runs: list, **where) -> list:
-    return [r for r in runs if all(r[k] == v for k, v in where.items())]
-
-
-def summarize(runs: list) -> list:
-    """A row per model x server x concurrency: each metric's spread over repeats, errors summed."""
-    model_order = list(dict.fromkeys(r["model"] for r in runs))  # as run: the demo first
-    keys = sorted(
-        {(r["model"], r["server"], r["concurrency"]) for r in runs},
-        key=lambda k: (model_order.index(k[0]), list(LABELS).index(k[1]), k[2]),
-    )
-    rows = []
-    for model, server, c in keys:
-        rs = _pick(runs, model=model, server=server, concurrency=c)
-        row = {"model": model, "server": server, "concurrency": c, "prompts": rs[0]["prompts"]}
-        row |= {key: spread([r[key] for r in rs]) for key, _, _ in COLUMNS}
-        row["errors"] = sum(r["errors"] for r in rs)
-        rows.append(row)
-    return rows
-
-
-def _paired(runs: list, model: str, c: int, other: str, fn) -> dict | None:
-    """Spread over repeats of fn(nanoserve record, `other`'s record at the same repeat)."""
-    vals = []
-    for mine in _pick(runs, model=model, server="nanoserve", concurrency=c):
-        theirs = _pick(runs, model=model, server=other, concurrency=c, repeat=mine["repeat"])
-        if not theirs:  # a serialized server not run at this level: compare with its best level
-            same_rep = _pick(runs, model=model, server=other, repeat=mine["repeat"])
-            best = max(same_rep, key=lambda r: r["output_throughput"] or 0, default=None)
-            theirs = [best | {"best": True}] if best else []
-        if theirs:
-            vals.append((fn(mine, theirs[0]), theirs[0].get("best", False)))
-    out = spread([v for v, _ in vals])
-    if out is not None:
-        out["vs_best_level"] = any(b for _, b in vals)
-    return out
-
-
-def _ratio(key: str):
-    return lambda a, b: a[key] / b[key] if a[key] and b[key] else None
-
-
-def _diff(key: str):
-    return lambda a, b: a[key] - b[key] if a[key] is not None and b[key] is not None else None
-
-
-def ratios(runs: list) -> list:
-    """Per model x concurrency: nanoserve against vLLM's server and the naive baselines."""
-    rows = []
-    for model, c in sorted(
-        {(r["model"], r["concurrency"]) for r in _pick(runs, server="nanoserve")}
-    ):
-        rows.append(
-            {
-                "model": model,
-                "concurrency": c,
-                "vllm_ratio": _paired(runs, model, c, "vllm", _ratio("output_throughput")),
-                "added_ttft_ms": _paired(runs, model, c, "vllm", _diff("p50_ttft_ms")),
-                "naive_ratio": _paired(runs, model, c, "naive", _ratio("output_throughput")),
-                "hf_ratio": _paired(runs, model, c, "hf", _ratio("output_throughput")),
-            }
-        )
-    return rows
-
-
-def targets(ratio_rows: list) -> list:
-    """The issue's targets at concurrency >= 16, checked on the medians."""
-    checks = []
-    for row in (r for r in ratio_rows if r["concurrency"] >= 16):
-        for key, goal in TARGETS.items():
-            if (s := row[key]) is None:
-                continue
-            ok = s["median"] <= goal if key == "added_ttft_ms" else s["median"] >= goal
-            checks.append(
-                {
-                    "model": row["model"],
-                    "concurrency": row["concurrency"],
-                    "target": key,
-                    "goal": goal,
-                    "median": s["median"],
-                    "met": ok,
-                }
-            )
-    return checks
-
-
 def fmt(s: dict | None, decimals: int) -> str:
     """`median (min–max)`, or `—` when nothing was measured."""
     if s is None:
@@ -144,11 +51,18 @@ def fmt(s: dict | None, decimals: int) -> str:
     return med if s["n"] == 1 else f"{med} ({s['min']:.{decimals}f}–{s['max']:.{decimals}f})"
 
 
-def write(out: Path, info: dict) -> None:
-    """results.json, results.md and the PNG plots into `out`."""
+def analyze(info: dict) -> dict:
+    """Mark each record valid or not, and add the summary, ratios and targets; `info`."""
+    validity.mark(info["runs"], info.setdefault("max_load", validity.DEFAULT_MAX_LOAD))
     info["summary"] = summarize(info["runs"])
     info["ratios"] = ratios(info["runs"])
     info["targets"] = targets(info["ratios"])
+    return info
+
+
+def write(out: Path, info: dict) -> None:
+    """results.json, results.md and the PNG plots into `out`."""
+    analyze(info)
     if CONVERT_JSON.is_file():
         info["convert"] = json.loads(CONVERT_JSON.read_text())
     out.mkdir(parents=True, exist_ok=True)
@@ -202,27 +116,31 @@ def _load_range(runs: list) -> str:
 
 
 def markdown(info: dict) -> str:
-    """The human-readable report."""
+    """The human-readable report: valid cells only, the others listed with their reasons."""
     m = info["machine"]
+    good = validity.valid(info["runs"])
     lines = [
         "# nanoserve benchmark" + (" (smoke)" if info["smoke"] else ""),
         "",
         f"- date: {info['date']}; wall time {info['wall_s'] / 60:.1f} min",
         f"- machine: {m['cpus']} CPUs, {m['cpu_model']}; 1-min load average at start "
-        f"{m['load_avg_at_start'][0]}, before each server's runs {_load_range(info['runs'])} "
-        "(this benchmark itself adds 1-3; more means other work shared the cores)",
+        f"{m['load_avg_at_start'][0]}, before each server started {_load_range(info['runs'])}",
+        f"- validity: {len(good)} of {len(info['runs'])} records valid (no failed request, load "
+        f"average ≤ {info['max_load']:g} before the server started); only those are in the "
+        "tables and ratios",
         f"- software: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}; "
         f"nanoserve {m['git']}",
         f"- command: `{info['command']}`",
         f"- load: `vllm bench serve` (openai backend, streaming `/v1/completions`, random prompts "
-        f"of fixed length, `--ignore-eos`); {info['repeats']} repeat(s); cells are median "
-        "(min–max) over repeats",
-        "- nanoserve and vLLM's server run the same engine settings (below) with auth on; the "
-        "naive servers run one request at a time, so they get fewer requests and levels (the "
-        "`requests` column)",
+        f"of fixed length, `--ignore-eos`); {_runs_line(info)}; cells are median (min–max) over "
+        "the valid runs",
+        "- nanoserve and vLLM's server run the same engine settings (below) with auth on, one "
+        "server up at a time; the naive servers run one request at a time, so they get fewer "
+        "requests and levels (the `requests` column)",
     ]
     for case in info["cases"]:
-        lines += _case_md(info, case)
+        lines += case_md(info, case)
+    lines += _invalid_md(info["runs"])
     lines += ["", *(f"![{name}]({name})" for name in info["plots"])]
     if "convert" in info:
         lines += _convert_md(info["convert"])
@@ -233,28 +151,62 @@ def markdown(info: dict) -> str:
     return "\n".join(lines)
 
 
-def _case_md(info: dict, case: dict) -> list[str]:
+def _runs_line(info: dict) -> str:
+    if "pairs" not in info:  # a results.json from before alternating pairs
+        return f"{info['repeats']} repeat(s), servers in rotating order"
+    return (
+        f"{info['pairs']} alternating pair(s) nanoserve → vLLM's server, "
+        f"{info['repeats']} run(s) of each baseline between them"
+    )
+
+
+def _invalid_md(runs: list) -> list[str]:
+    """One line per server instance with an invalid record: which levels, and why."""
+    bad: dict[tuple, list] = {}
+    for r in runs:
+        if not r["valid"]:
+            bad.setdefault((r["model"], r["server"], r["repeat"]), []).append(r)
+    if not bad:
+        return []
+    lines = ["", "## Left out (invalid runs)", ""]
+    for (model, server, repeat), rs in bad.items():
+        levels = ", ".join(str(r["concurrency"]) for r in rs)
+        reasons = "; ".join(dict.fromkeys(x for r in rs for x in r["invalid_reason"].split("; ")))
+        lines.append(f"- {model} {LABELS[server]} run {repeat}, c={levels}: {reasons}")
+    return lines
+
+
+def case_md(info: dict, case: dict, heading: str = "##") -> list[str]:
+    """One model's table of valid cells, its ratios and targets."""
     model = case["model"]
-    head = "| server | concurrency | requests | " + " | ".join(h for _, h, _ in COLUMNS)
+    head = "| server | concurrency | requests | valid runs | " + " | ".join(
+        h for _, h, _ in COLUMNS
+    )
     lines = [
         "",
-        f"## {model}: {case['input_len']} prompt → {case['output_len']} output tokens",
+        f"{heading} {model}: {case['input_len']} prompt → {case['output_len']} output tokens",
         "",
-        head + " | errors |",
+        head + " |",
         "|---" * (len(COLUMNS) + 4) + "|",
     ]
-    for row in _pick(info["summary"], model=model):
+    rows = [r for r in pick(info["summary"], model=model) if r["valid_runs"]]
+    if not rows:
+        return [*lines[:-2], "No valid run of any server: see the runs left out below."]
+    for row in rows:
         cells = [fmt(row[k], d) for k, _, d in COLUMNS]
         lines.append(
             f"| {LABELS[row['server']]} | {row['concurrency']} | {row['prompts']} | "
-            + " | ".join(cells)
-            + f" | {row['errors']} |"
+            f"{row['valid_runs']}/{row['runs']} | " + " | ".join(cells) + " |"
         )
     return lines + _ratios_md(info, model)
 
 
 def _ratios_md(info: dict, model: str) -> list[str]:
-    rows = _pick(info["ratios"], model=model)
+    rows = [
+        r
+        for r in pick(info["ratios"], model=model)
+        if any(r[k] for k in ("vllm_ratio", "naive_ratio", "hf_ratio"))  # a valid pair
+    ]
     if not rows:
         return []
     lines = [
@@ -269,15 +221,37 @@ def _ratios_md(info: dict, model: str) -> list[str]:
             dag = " †" if row[key] and row[key]["vs_best_level"] else ""
             cells.append(fmt(row[key], 1) + dag)
         lines.append(f"| {row['concurrency']} | " + " | ".join(cells) + " |")
+    how = "run back to back" if "pairs" in info else "the same repeat of a rotating order"
     lines.append(
-        "\nRatios are paired by repeat, then the median (min–max) is taken. † that server was "
-        "not run at this concurrency: against its best measured throughput (a one-at-a-time "
+        f"\nRatios are paired (nanoserve's k-th run with the other server's k-th, {how}), then "
+        "the median (min–max) is taken; a pair with an invalid side is left out. † that server "
+        "was not run at this concurrency: against its best measured throughput (a one-at-a-time "
         "server does not speed up with more clients)."
     )
-    for t in _pick(info["targets"], model=model):
+    for t in pick(info["targets"], model=model):
         verdict = "met" if t["met"] else "**not met**"
+        if t["pairs"] < MIN_PAIRS:
+            verdict += f", but from fewer than {MIN_PAIRS} pairs: not conclusive"
+        sign = "≤" if t["target"] == "added_ttft_ms" else "≥"
         lines.append(
-            f"- c={t['concurrency']} {TARGET_NAMES[t['target']]}: {t['median']:.3g} "
-            f"(target {'≤' if t['target'] == 'added_ttft_ms' else '≥'} {t['goal']}) {verdict}"
+            f"- c={t['concurrency']} {TARGET_NAMES[t['target']]}: {t['median']:.3g} (median of "
+            f"{t['pairs']} valid pair(s); target {sign} {t['goal']}): {verdict}"
         )
     return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Re-render results.md and plots from results.json.")
+    ap.add_argument("results", type=Path, help="a results.json written by bench/run.py")
+    ap.add_argument("--max-load", type=float, help="override the run's validity threshold")
+    args = ap.parse_args(argv)
+    info = json.loads(args.results.read_text())
+    if args.max_load is not None:
+        info["max_load"] = args.max_load
+    write(args.results.parent, info)
+    print(f"wrote {args.results.parent / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

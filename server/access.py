@@ -97,9 +97,10 @@ class Exchange:
         if o.first_token_at is not None:
             ttft = o.first_token_at - self.started
             m.ttft.labels(route).observe(ttft)
+        observe_gap = m.itl.labels(route).observe  # once: a stream has a gap per token
         for gap, tokens in o.gaps:
             for _ in range(tokens):
-                m.itl.labels(route).observe(gap)
+                observe_gap(gap)
         counts = Counter(o.finish_reasons)
         for reason, n in counts.items():
             m.finish_reasons.labels(route, reason).inc(n)

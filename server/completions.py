@@ -10,11 +10,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .access import Exchange, Outcome
 from .engine import ChoiceUpdate, TokenLogprob, Update
 from .prepare import Prepared
 from .security.ratelimit import Ticket
+
+# One encoder for every chunk: json.dumps with options builds a new JSONEncoder per call
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,12 @@ class Job:
         w = self.work
         generated = 0 if w.discard_output else w.sampling.max_tokens * w.sampling.n
         return sum(len(p.token_ids) + generated for p in w.prompts)
+
+    @cached_property
+    def chunk_head(self) -> str:
+        """`{"id":...,"object":...,"created":...,"model":...,"choices":` of its stream chunks."""
+        head = {"id": self.id, "object": self.shape.chunk_object, "created": self.created}
+        return _compact(head | {"model": self.model})[:-1] + ',"choices":'
 
     def usage(self) -> dict:
         p, c = self.prompt_tokens, self.completion_tokens
@@ -170,17 +180,11 @@ def response_json(job: Job, choices: list[dict]) -> dict:
 
 
 def chunk_event(job: Job, choices: list[dict], usage: dict | None = None) -> str:
-    """One SSE event. With include_usage every chunk has a `usage` key, null but on the last."""
-    body = {
-        "id": job.id,
-        "object": job.shape.chunk_object,
-        "created": job.created,
-        "model": job.model,
-        "choices": choices,
-    }
-    if job.work.include_usage:
-        body["usage"] = usage
-    return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
+    """One SSE event. With include_usage every chunk has a `usage` key, null but on the last.
+    The same bytes as encoding the whole body, but the part every chunk of the job shares is
+    encoded once (a stream sends one event per token)."""
+    tail = f',"usage":{_compact(usage)}}}' if job.work.include_usage else "}"
+    return f"data: {job.chunk_head}{_compact(choices)}{tail}\n\n"
 
 
 COMPLETION = Shape("text_completion", "text_completion", choice_json)

@@ -94,7 +94,7 @@ class RequestContext:
     def _declared_size(scope) -> int:
         for k, v in scope["headers"]:
             if k == b"content-length":
-                return int(v) if v.isdigit() else 0  # h11 refuses malformed ones first
+                return int(v) if v.isdigit() else 0  # the HTTP parser refuses malformed ones first
         return 0
 
     def _capped(self, receive):

@@ -278,6 +278,12 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         # vLLM refuses a max_model_len above the model's positions without it (see _engine_args)
         os.environ["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"
+        if current_platform.is_cpu():
+            # vLLM 0.32 on CPU saves an AOT-compiled model that it then fails to load on every
+            # later start ("'function' object has no attribute 'finalize_loading'") and compiles
+            # again; without AOT, inductor's own cache (TORCHINDUCTOR_CACHE_DIR) serves warm
+            # starts: their compile took 5.9 s instead of 12-14 s (bench/startup.py).
+            os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
         args = _engine_args(model_dir, name, settings)
         # Loading takes tens of seconds; a thread keeps /live and /ready answering meanwhile.
         llm = await asyncio.to_thread(

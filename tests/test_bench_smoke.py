@@ -1,7 +1,9 @@
-"""The benchmark harness end to end, CI-sized: `bench/run.py --smoke` must keep giving sane numbers.
+"""The benchmark harness: its validity rule on fabricated records, and end to end, CI-sized:
+`bench/run.py --smoke` must keep giving sane numbers.
 
-Starts real servers (nanoserve with its vLLM engine, and the naive baseline) and drives them with
-`vllm bench serve`, so it is an engine test (~1-3 minutes here, mostly the engine's start).
+The smoke run starts real servers (nanoserve with its vLLM engine, and the naive baseline) and
+drives them with `vllm bench serve`, so it is an engine test (~1-3 minutes here, mostly the
+engine's start).
 """
 
 import json
@@ -12,12 +14,113 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))  # the bench scripts import their siblings by name
+
+import plan  # noqa: E402
+import readme  # noqa: E402
+import report  # noqa: E402
+import run  # noqa: E402
+import validity  # noqa: E402
+from load import Level  # noqa: E402
+
+
+def record(server: str, repeat: int, tput: float, errors: int = 0, load: float = 0.5) -> dict:
+    """A fabricated result record, as bench/run.py writes them."""
+    return {
+        "model": "m", "server": server, "repeat": repeat, "concurrency": 16, "prompts": 32,
+        "warmups": 8, "ready_s": 30.0, "load_avg_before": load, "errors": errors,
+        "completed": 32 - errors, "output_throughput": tput, "request_throughput": tput / 64,
+        "p50_ttft_ms": 50.0, "p95_ttft_ms": 80.0, "p50_tpot_ms": 4.0,
+    }  # fmt: skip
+
+
+def test_a_failed_request_makes_the_record_invalid():
+    (r,) = validity.mark([record("naive", 0, 300.0, errors=1)], max_load=1.5)
+    assert r["valid"] is False
+    assert r["invalid_reason"] == "1 of 32 requests failed"
+
+
+def test_a_busy_machine_makes_the_record_invalid():
+    (r,) = validity.mark([record("vllm", 0, 2000.0, load=1.6)], max_load=1.5)
+    assert r["invalid_reason"] == "load average 1.6 > 1.5 before the server started"
+    (r,) = validity.mark([record("vllm", 0, 2000.0, load=1.5)], max_load=1.5)
+    assert r["valid"] is True
+
+
+def test_a_server_never_ready_is_invalid():
+    (r,) = validity.mark([record("vllm", 0, 2000.0) | {"ready_s": None}], max_load=1.5)
+    assert r["invalid_reason"] == "server not ready"
+
+
+def test_no_median_or_ratio_comes_from_an_invalid_run():
+    runs = [
+        record("nanoserve", 0, 2000.0), record("vllm", 0, 1000.0, load=9.0),  # busy: no ratio
+        record("nanoserve", 1, 1800.0), record("vllm", 1, 2000.0),
+        record("nanoserve", 2, 2200.0, errors=3), record("vllm", 2, 2000.0),  # failed: no ratio
+    ]  # fmt: skip
+    validity.mark(runs, max_load=1.5)
+    rows = {r["server"]: r for r in report.summarize(runs)}
+    assert rows["nanoserve"]["output_throughput"] == {
+        "median": 1900.0, "min": 1800.0, "max": 2000.0, "n": 2
+    }  # fmt: skip
+    assert (rows["nanoserve"]["valid_runs"], rows["nanoserve"]["runs"]) == (2, 3)
+    assert rows["vllm"]["output_throughput"]["n"] == 2
+    (ratio,) = report.ratios(runs)
+    assert ratio["vllm_ratio"] == {
+        "median": 0.9, "min": 0.9, "max": 0.9, "n": 1, "vs_best_level": False
+    }  # fmt: skip
+
+
+def test_the_table_shows_valid_cells_only_and_lists_the_rest(tmp_path):
+    runs = [record("nanoserve", 0, 2000.0), record("naive", 0, 300.0, errors=32)]
+    info = {
+        "date": "d", "wall_s": 60, "smoke": False, "command": "c", "pairs": 1, "repeats": 1,
+        "machine": {"cpus": 2, "cpu_model": "x", "load_avg_at_start": [0.1], "versions": {},
+                    "git": "g"},
+        "runs": runs, "max_load": 1.5, "server_commands": {}, "client_command_example": "e",
+        "engine_settings": {}, "cases": [{"model": "m", "input_len": 32, "output_len": 64}],
+    }  # fmt: skip
+    report.write(tmp_path, info)
+    table = (tmp_path / "results.md").read_text()
+    assert "| nanoserve | 16 | 32 | 1/1 | 2000.0 |" in table, table
+    assert "| naive" not in table, table
+    assert "- m naive (no KV cache) run 0, c=16: 32 of 32 requests failed" in table, table
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["valid"] for r in saved["runs"]] == [True, False]
+    assert saved["ratios"][0]["naive_ratio"] is None
+
+
+def test_the_readme_tables_are_the_generators_valid_cells():
+    text = (REPO / "README.md").read_text()
+    assert text.count("<!-- bench-results: ") == 2
+    assert readme.refresh(text) == text, "run .venv/bin/python bench/readme.py"
+
+
+def test_pairs_alternate_with_the_baselines_between_them():
+    assert run.order(["nanoserve", "vllm", "naive", "hf"], pairs=3, repeats=2) == [
+        ("nanoserve", 0), ("vllm", 0), ("naive", 0), ("hf", 0),
+        ("nanoserve", 1), ("vllm", 1), ("naive", 1), ("hf", 1),
+        ("nanoserve", 2), ("vllm", 2),
+    ]  # fmt: skip
+
+
+def test_a_serialized_server_gets_time_for_its_requests_in_sequence():
+    case = plan.FULL[0]
+    level = Level(16, 16, 0)
+    engine, naive = (
+        plan.level_timeout(case, "vllm", level),
+        plan.level_timeout(case, "naive", level),
+    )
+    assert engine == 60.0  # 17 requests, 16 at a time: the one-minute floor
+    assert naive == pytest.approx(17 * 64 * case.token_s)  # one at a time
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bench")
     cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--out", str(out)]
+    # a CI machine is busy by design: the load rule is tested above, on fabricated records
+    cmd += ["--settle", "0", "--max-load", "1000"]
     # ~150 s on a quiet machine; a saturated one (load 30+ on 2 cores) took over 840 s
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -30,20 +133,21 @@ def test_smoke_run_measures_every_server_and_level(smoke):
     _, results = smoke
     measured = {(r["server"], r["concurrency"]) for r in results["runs"]}
     assert measured == {("nanoserve", 1), ("nanoserve", 4), ("naive", 1), ("naive", 4)}
-    for run in results["runs"]:
-        assert run["output_throughput"] > 0, run
-        assert run["request_throughput"] > 0, run
-        assert run["p50_ttft_ms"] > 0, run
-        assert run["output_tokens"] == run["completed"] * 16, run  # --ignore-eos: all 16 tokens
+    for record in results["runs"]:
+        assert record["output_throughput"] > 0, record
+        assert record["request_throughput"] > 0, record
+        assert record["p50_ttft_ms"] > 0, record
+        assert record["output_tokens"] == record["completed"] * 16, record  # --ignore-eos
 
 
 @pytest.mark.engine
 @pytest.mark.timeout(1600)
-def test_smoke_run_has_no_errors_for_nanoserve(smoke):
+def test_smoke_run_has_no_errors_and_every_record_is_valid(smoke):
     _, results = smoke
-    for run in (r for r in results["runs"] if r["server"] == "nanoserve"):
-        assert run["errors"] == 0, run["error_sample"]
-        assert run["completed"] == run["prompts"], run
+    for record in results["runs"]:
+        assert record["errors"] == 0, record["error_sample"]
+        assert record["completed"] == record["prompts"], record
+        assert record["valid"], record["invalid_reason"]
 
 
 @pytest.mark.engine
@@ -51,7 +155,7 @@ def test_smoke_run_has_no_errors_for_nanoserve(smoke):
 def test_smoke_run_writes_table_plots_and_ratios(smoke):
     out, results = smoke
     table = (out / "results.md").read_text()
-    assert "| nanoserve | 4 | 8 |" in table, table
+    assert "| nanoserve | 4 | 8 | 1/1 |" in table, table
     assert results["machine"]["cpus"] >= 1 and results["machine"]["cpu_model"]
     assert {r["concurrency"] for r in results["ratios"]} == {1, 4}
     assert all(r["naive_ratio"]["median"] > 0 for r in results["ratios"])

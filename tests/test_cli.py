@@ -31,9 +31,10 @@ def long_options(parser: argparse.ArgumentParser) -> set[str]:
     return {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
 
 
-def bench_parser() -> argparse.ArgumentParser:
-    sys.path.insert(0, str(REPO / "bench"))  # bench/run.py imports its siblings by name
-    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
+def bench_parser(script: str = "run.py") -> argparse.ArgumentParser:
+    sys.path.insert(0, str(REPO / "bench"))  # the bench scripts import their siblings by name
+    name = "bench_" + script.removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.build_parser()

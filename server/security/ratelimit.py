@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 
 from limits import RateLimitItemPerSecond
-from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
+from limits.util import WindowStats
 
 from ..errors import APIError, unavailable
 from ..settings import Settings
@@ -86,7 +86,6 @@ class RateLimiter:
     def __init__(self, settings: Settings, on_storage_error=None):
         self.defaults = Limits(settings.rpm, settings.tpm, settings.concurrency)
         self.storage = _storage(settings.ratelimit_storage)
-        self.window = FixedWindowRateLimiter(self.storage)
         self.fail_open = settings.ratelimit_fail_open
         self.window_seconds = settings.ratelimit_window
         self.on_storage_error = on_storage_error or (lambda: None)
@@ -117,12 +116,16 @@ class RateLimiter:
 
         The increment is the check (INCR returns the new count, in Redis and in memory alike),
         so concurrent requests on any number of replicas can't all see room that only one of
-        them fits in; an increment that went over is taken back at once."""
-        taken = await self._guard(self.window.hit(item, kind, who, cost=cost))
+        them fits in; an increment that went over is taken back at once. The count it returns
+        is also what remains: only the reset time is asked for (two round trips to Redis, not
+        the three of `hit` and `get_window_stats`)."""
+        key, expiry = item.key_for(kind, who), item.get_expiry()
+        count = await self._guard(self.storage.incr(key, expiry, cost))
+        taken = count <= item.amount
         if not taken:
-            await self._guard(self.storage.incr(item.key_for(kind, who), item.get_expiry(), -cost))
-        stats = await self._guard(self.window.get_window_stats(item, kind, who))
-        return taken, stats
+            count = await self._guard(self.storage.incr(key, expiry, -cost))
+        reset = await self._guard(self.storage.get_expiry(key))
+        return taken, WindowStats(reset, max(0, item.amount - count))
 
     async def admit(self, caller: Caller) -> Ticket:
         """Count one request against the caller's rpm and concurrency, or raise a 429."""
@@ -230,7 +233,7 @@ class RateLimiter:
 
     async def _refund(self, t: Ticket, unused: int) -> None:
         item = self._item(t.limits.tpm)
-        stats = await self.window.get_window_stats(item, "tpm", t.caller.id)
-        if abs(stats.reset_time - t.window_reset) > 1:
+        key = item.key_for("tpm", t.caller.id)
+        if abs(await self.storage.get_expiry(key) - t.window_reset) > 1:
             return  # that window is over; giving back into a new one would mint tokens
-        await self.storage.incr(item.key_for("tpm", t.caller.id), item.get_expiry(), -unused)
+        await self.storage.incr(key, item.get_expiry(), -unused)

@@ -1,6 +1,7 @@
 """Regression tests for the attack run's findings: each failed on the code before its fix."""
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -162,6 +163,28 @@ def test_request_heads_are_bounded_in_size_count_and_time(fake_server):
     started = time.monotonic()
     r = _raw(url, b"GET /live HTTP/1.1\r\nHost: x\r\n", wait=10)  # never finishes its head
     assert r.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 5
+    assert httpx.get(f"{url}/live").status_code == 200  # and the server is fine
+
+
+def test_a_head_sent_in_pieces_is_refused_once_over_the_bound(fake_server):
+    # each piece arrives in its own read: the protocol counts them before the head is complete
+    # (the middleware only sees heads that completed), and closes without waiting for the rest
+    url = fake_server("--api-key", "sk-t", "--max-header-bytes", "4096").url
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"GET /live HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+        for _ in range(20):
+            try:
+                s.sendall(b"X-Pad: " + b"a" * 1000 + b"\r\n")
+            except OSError:  # closed on us: what the test wants
+                break
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 "), answer
+    assert b"larger than 4096 bytes" in answer
     assert httpx.get(f"{url}/live").status_code == 200  # and the server is fine
 
 
