@@ -201,9 +201,9 @@ def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int
         access_log=False,
         timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
-        # h11, not httptools: it bounds the request head (httptools reads any size, forever)
+        # uvicorn's httptools protocol with bounds on the request head (size, time): unbounded,
+        # a client could send headers of any size, forever, before authentication (http.py)
         http=bounded_protocol(settings.max_header_bytes, settings.header_timeout),
-        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     server = _Server(config)
     server.runtime = app.state.runtime
