@@ -38,7 +38,8 @@ class Outcome:
     text: str = ""
     tokens: int | None = None
     code: str | None = None  # the OpenAI error code of a refusal or of a stream's error event
-    retry_after: bool = False  # a refusal carried Retry-After
+    retry_after: bool = False  # a refusal carried Retry-After (and `retry-after-ms`:)
+    retry_after_ms: bool = False
 
     @property
     def label(self) -> str:
@@ -81,6 +82,7 @@ def _read_choice(o: Outcome, event: dict) -> None:
 
 def _refusal(o: Outcome, r: httpx.Response, content: bytes) -> None:
     o.retry_after = "retry-after" in r.headers
+    o.retry_after_ms = "retry-after-ms" in r.headers
     try:
         o.code = json.loads(content)["error"]["code"]
     except (ValueError, KeyError, TypeError):
@@ -147,6 +149,7 @@ async def sdk_request(
     except openai.APIStatusError as e:
         o.status, o.code = str(e.status_code), e.code
         o.retry_after = "retry-after" in e.response.headers
+        o.retry_after_ms = "retry-after-ms" in e.response.headers
     except openai.APITimeoutError:
         o.status = "timeout"
     except openai.APIConnectionError as e:
@@ -160,7 +163,7 @@ async def sdk_request(
 
 @dataclass
 class Load:
-    """`n` requests, `concurrency` at a time, cycling through KINDS (or `kinds`)."""
+    """Up to `n` requests, `concurrency` at a time, cycling through KINDS (or `kinds`)."""
 
     url: str
     model: str
@@ -171,6 +174,7 @@ class Load:
     headers: dict = field(default_factory=dict)
     key: str = CLIENT_KEY
     deadline: float = 300.0
+    stop: asyncio.Event | None = None  # set: requests not yet sent are not sent
     outcomes: list[Outcome] = field(default_factory=list)
 
     def finished(self) -> int:
@@ -198,8 +202,12 @@ class Load:
             async def one(i: int) -> None:
                 client, stream = self.kinds[i % len(self.kinds)]
                 async with gate:
+                    if self.stop is not None and self.stop.is_set():
+                        return
                     if client == "sdk":
-                        o = await sdk_request(sdk, self.model, stream, self.max_tokens, self.headers)
+                        o = await sdk_request(
+                            sdk, self.model, stream, self.max_tokens, self.headers
+                        )
                     else:
                         args = (raw, self.url, self.model, stream, self.max_tokens, self.headers)
                         o = await raw_request(*args)
@@ -233,6 +241,12 @@ def tally(outcomes: list[Outcome]) -> dict:
         }
 
     out = figures(outcomes)
+    out["failed_examples"] = [  # what went wrong, for the reader of a failed run
+        f"{o.label}: {o.status} {o.code or ''} finish={o.finish_reason} "
+        f"tokens={o.tokens} chars={len(o.text)}"
+        for o in outcomes
+        if not o.ok
+    ][:6]
     out["sdk_failures"] = sum(not o.ok for o in outcomes if o.client == "sdk")
     out["by_client"] = {
         label: figures([o for o in outcomes if o.label == label])

@@ -1,0 +1,108 @@
+"""`python bench/reliability.py [--write] [SCENARIO ... | fast]`: break a real deployment on
+purpose (nginx with deploy/nginx/nginx.conf, two nanoserve replicas on the demo model, Redis; all
+on loopback) and measure what clients see. With --write, the figures go to
+bench/results/reliability.json and docs/RELIABILITY.md is rewritten from it.
+
+Two replicas start once; the scenarios run in an order where the destructive ones come last,
+and a replica a scenario killed is started again before the next one. `fast` is the CI subset
+that tests/test_reliability.py runs (same code).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.*` as a script too
+
+from bench import reliability_doc, scenarios, stress
+from bench.scenarios import Result
+from bench.topology import Topology
+
+SCENARIO_TIMEOUT = 420  # s; the rolling update restarts two engines
+
+Scenario = Callable[[Topology], Awaitable[Result]]
+# in running order: the destructive last; sigterm leaves one replica, so nothing follows it
+ORDER: list[tuple[str, Scenario]] = [
+    ("redis", scenarios.redis_outage),
+    ("admission", stress.admission_burst),
+    ("deadlines", stress.deadlines),
+    ("disconnect", stress.disconnect_storm),
+    ("engine", scenarios.engine_death),
+    ("rolling", scenarios.rolling_update),
+    ("sigkill", scenarios.replica_killed),
+    ("sigterm", scenarios.replica_stopped),
+]
+FAST = ("redis", "admission", "deadlines", "disconnect", "sigkill", "sigterm")
+
+
+def selected(names: list[str]) -> list[str]:
+    if not names:
+        return [n for n, _ in ORDER]
+    wanted = set(FAST) if names == ["fast"] else set(names)
+    unknown = wanted - {n for n, _ in ORDER}
+    if unknown:
+        raise SystemExit(f"unknown scenarios {sorted(unknown)}; known: {[n for n, _ in ORDER]}")
+    return [n for n, _ in ORDER if n in wanted]
+
+
+async def _one(topo: Topology, name: str, scenario: Scenario) -> Result:
+    t0, load0 = time.monotonic(), os.getloadavg()[0]
+    try:
+        result = await asyncio.wait_for(scenario(topo), SCENARIO_TIMEOUT)
+    except Exception as e:  # a scenario that broke is a failed claim, and the rest still run
+        result = Result(name, name)
+        result.check(f"the scenario ran to its end (it raised {type(e).__name__}: {e})", False)
+    result.seconds = round(time.monotonic() - t0, 1)
+    result.figures["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    return result
+
+
+def run(names: list[str], log=print) -> tuple[list[Result], dict]:
+    """Start the topology, run the named scenarios in ORDER, stop everything."""
+    t0 = time.monotonic()
+    topo = Topology()
+    topo.replicas["a"].extra = stress.stress_flags(topo.flags)
+    results, run_info = [], {}
+    with topo:
+        run_info["start_seconds"] = round(time.monotonic() - t0, 1)
+        log(f"topology up in {run_info['start_seconds']} s (nginx {topo.nginx.url})")
+        for name, scenario in ORDER:
+            if name not in names:
+                continue
+            if results and any(not r.alive for r in topo.replicas.values()):
+                healed = topo.heal()  # what the last scenario killed
+                results[-1].figures["restart_seconds"] = round(healed, 1)
+                log(f"  restarted in {healed:.0f} s")
+            result = asyncio.run(_one(topo, name, scenario))
+            results.append(result)
+            verdict = "skipped" if result.skipped else "pass" if result.passed else "FAIL"
+            log(f"{name}: {verdict} in {result.seconds} s")
+            for claim, ok in result.claims:
+                log(f"  {'ok  ' if ok else 'FAIL'} {claim}")
+            if not result.passed and not result.skipped:
+                log(json.dumps(result.figures, indent=1))
+    run_info["wall_seconds"] = round(time.monotonic() - t0, 1)
+    log(f"wall time {run_info['wall_seconds']} s")
+    return results, run_info
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("scenarios", nargs="*", help="names (default: all), or `fast`")
+    ap.add_argument("--write", action="store_true", help="record figures, rewrite the doc")
+    args = ap.parse_args(argv)
+    names = selected(args.scenarios)
+    results, run_info = run(names)
+    if args.write:
+        command = "python bench/reliability.py --write " + " ".join(args.scenarios)
+        reliability_doc.record(results, run_info, command.strip())
+    return 0 if all(r.passed or r.skipped for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

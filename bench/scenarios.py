@@ -1,0 +1,325 @@
+"""Faults in the two-replica deployment, each under load through nginx: Redis goes away, a
+replica is killed, its engine dies, it is stopped for good, or the model is replaced replica by
+replica. Each scenario returns a Result: its figures and the claims it checked, pass or fail.
+
+Each one leaves the topology as it found it, except where its name says otherwise (a killed
+replica stays down until the runner's `heal`), so the runner can order them freely.
+"""
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from bench.topology import CLIENT_KEY, SLOTS, SLOTS_KEY, Replica, Topology
+from bench.traffic import Load, Outcome, body, raw_request, tally
+
+
+@dataclass
+class Result:
+    name: str
+    title: str
+    figures: dict = field(default_factory=dict)
+    claims: list[tuple[str, bool]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: str | None = None  # why it could not run here
+
+    def check(self, claim: str, ok: bool) -> bool:
+        self.claims.append((claim, bool(ok)))
+        return bool(ok)
+
+    @property
+    def passed(self) -> bool:
+        return self.skipped is None and all(ok for _, ok in self.claims)
+
+
+def needs(topo: Topology, result: Result, *flags: str) -> bool:
+    """False (and the result says why) if this checkout's server lacks a flag."""
+    missing = [f for f in flags if f not in topo.flags]
+    if missing:
+        result.skipped = f"the server has no {', '.join(missing)} yet"
+    return not missing
+
+
+async def wait_until(probe, timeout: float, every: float = 0.05) -> float | None:
+    """Seconds until `probe()` was true, or None at the deadline."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if await asyncio.to_thread(probe):
+            return round(time.monotonic() - t0, 2)
+        await asyncio.sleep(every)
+    return None
+
+
+def engines_idle(*replicas: Replica) -> bool:
+    return all(r.engine_busy() == 0 for r in replicas)
+
+
+def lost_and_failures(r: Result, load: dict, *, sdk: bool = True, raw: bool = True) -> None:
+    r.check(f"lost requests: {load['lost']} (must be 0)", load["lost"] == 0)
+    if sdk:
+        r.check(f"failures the SDK saw: {load['sdk_failures']}", load["sdk_failures"] == 0)
+    if raw:
+        raw_fail = sum(v["failures"] for k, v in load["by_client"].items() if k.startswith("raw"))
+        r.check(f"failures the raw client (no retries) saw: {raw_fail}", raw_fail == 0)
+
+
+async def direct(replica: Replica, n: int, model: str, key: str = CLIENT_KEY, **kw) -> list:
+    """`n` raw requests at once straight to one replica (no nginx, no retries)."""
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(timeout=60, headers=auth) as c:
+        args = (kw.get("stream", False), kw.get("max_tokens", 32), kw.get("headers", {}))
+        return await asyncio.gather(*(raw_request(c, replica.url, model, *args) for _ in range(n)))
+
+
+async def redis_outage(topo: Topology) -> Result:
+    """Redis stops mid-load, then comes back on the same port: fail closed (503 + Retry-After
+    on both replicas), recovery without restarting them, no concurrency slot leaked."""
+    r = Result("redis", "Redis outage (fail closed) and recovery")
+    starts = {n: rep.starts for n, rep in topo.replicas.items()}
+    load = Load(topo.nginx.url, topo.model, n=48, concurrency=SLOTS, key=SLOTS_KEY)
+    task = asyncio.create_task(load.run())
+    await load.reached(12)
+    await asyncio.to_thread(topo.redis.stop)
+    outage = await asyncio.gather(*(direct(rep, 2, topo.model) for rep in topo.replicas.values()))
+    await asyncio.sleep(2)
+    await asyncio.to_thread(topo.redis.start)
+    await task
+    r.figures["load"] = t = tally(load.outcomes)
+    r.check(f"lost requests: {t['lost']} (must be 0)", t["lost"] == 0)
+    refused = [o for o in load.outcomes if not o.ok]
+    r.check(
+        f"every request refused during the outage was a 503 with Retry-After ({len(refused)})",
+        all(o.status == "503" and o.retry_after for o in refused),
+    )
+    answers = [(o.status, o.retry_after) for per in outage for o in per]
+    r.figures["direct_during_outage"] = [f"{s} retry-after={ra}" for s, ra in answers]
+    r.check(
+        "both replicas answer 503 + Retry-After while Redis is down",
+        all(s == "503" and ra for s, ra in answers),
+    )
+    after = await direct(topo.replicas["a"], 1, topo.model)
+    after += await direct(topo.replicas["b"], 1, topo.model)
+    r.check(
+        "requests succeed again on both replicas once Redis is back",
+        all(o.ok for o in after),
+    )
+    r.check(
+        "no replica was restarted",
+        starts == {n: rep.starts for n, rep in topo.replicas.items()}
+        and all(rep.alive for rep in topo.replicas.values()),
+    )
+    r.figures["slots"] = await exactly_slots_admitted(topo, r)
+    return r
+
+
+async def exactly_slots_admitted(topo: Topology, r: Result) -> dict:
+    """SLOTS + 2 concurrent requests of the `slots` caller: SLOTS admitted, 2 refused (429). A
+    slot still held (leaked) admits fewer; a release counted twice (after Redis lost its state)
+    admits more. Background releases may still be running: retried for a few seconds."""
+    statuses: dict = {}
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 20:
+        got = await direct_via(topo.nginx.url, SLOTS + 2, topo.model, SLOTS_KEY, max_tokens=100)
+        statuses = {s: sum(o.status == s for o in got) for s in {o.status for o in got}}
+        if statuses.get("200") == SLOTS and statuses.get("429") == 2:
+            break
+        await asyncio.sleep(1)
+    r.check(
+        f"no slot leaked: {SLOTS + 2} concurrent requests of a concurrency={SLOTS} key "
+        f"admit exactly {SLOTS} ({statuses})",
+        statuses.get("200") == SLOTS and statuses.get("429") == 2,
+    )
+    return {"statuses": statuses, "seconds_to_settle": round(time.monotonic() - t0, 1)}
+
+
+async def direct_via(url: str, n: int, model: str, key: str, **kw) -> list[Outcome]:
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(timeout=60, headers=auth) as c:
+        return await asyncio.gather(
+            *(raw_request(c, url, model, False, kw.get("max_tokens", 32), {}) for _ in range(n))
+        )
+
+
+async def replica_killed(topo: Topology, name: str = "a") -> Result:
+    """SIGKILL to a whole replica (its process group: server and engine core, as when a
+    container or node dies) mid-load. It stays down: the runner heals it."""
+    r = Result("sigkill", f"Replica {name} killed (SIGKILL) mid-load")
+    rep = topo.replicas[name]
+    load = Load(topo.nginx.url, topo.model, n=96, concurrency=8)
+    task = asyncio.create_task(load.run())
+    await load.reached(24)
+    in_flight = rep.metrics().get("nanoserve_requests_in_flight")
+    rep.server.proc.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(rep.stop, 5)  # what the kill left of its group
+    await task
+    r.figures["load"] = t = tally(load.outcomes)
+    r.figures["in_flight_on_killed_replica"] = in_flight
+    lost_and_failures(r, t, raw=False)
+    cut = [o for o in load.outcomes if o.stream and o.status == "cut"]
+    raw_plain = t["by_client"]["raw"]
+    r.check(
+        f"failures the raw client (no retries) saw on non-streaming requests: "
+        f"{raw_plain['failures']}",
+        raw_plain["failures"] == 0,
+    )
+    r.figures["streams_cut"] = len(cut)
+    r.notes.append(
+        f"{len(cut)} stream(s) were cut mid-flight by the kill: their tokens had been delivered, "
+        "so neither nginx nor the SDK can retry them transparently; the client sees a broken "
+        "stream (no `[DONE]`) and must resend. Non-streaming requests in flight on the killed "
+        "replica had sent no byte yet, so nginx retried them on the other replica."
+    )
+    return r
+
+
+async def replica_stopped(topo: Topology, name: str = "b") -> Result:
+    """SIGTERM mid-load: in-flight requests on it finish, new ones go to the other replica, it
+    exits 0 within --graceful-shutdown-timeout. The replica stays down."""
+    r = Result("sigterm", f"Replica {name} stopped (SIGTERM) mid-load")
+    rep = topo.replicas[name]
+    load = Load(topo.nginx.url, topo.model, n=96, concurrency=8)
+    task = asyncio.create_task(load.run())
+    await load.reached(24)
+    in_flight = rep.metrics().get("nanoserve_requests_in_flight")
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=1)) as kept:
+        await kept.get(rep.url + "/live")  # a connection opened before the signal, kept alive
+        t0 = time.monotonic()
+        rep.server.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        r.figures["request_on_open_connection"] = await _probe(kept, rep.url, topo.model)
+        r.figures["new_connection"] = await _probe(None, rep.url, topo.model)
+    code = await asyncio.to_thread(rep.server.proc.wait, 90)
+    exit_s = round(time.monotonic() - t0, 2)
+    await task
+    await asyncio.to_thread(rep.stop, 5)
+    r.figures["load"] = t = tally(load.outcomes)
+    r.figures |= {"in_flight_at_sigterm": in_flight, "exit_code": code, "exit_seconds": exit_s}
+    lost_and_failures(r, t)
+    cut = sum(o.status == "cut" for o in load.outcomes)
+    r.check(f"streams cut: {cut} (every in-flight stream completes)", cut == 0)
+    r.check(
+        f"new connections are refused at once: {r.figures['new_connection']}",
+        r.figures["new_connection"] == "ConnectError",
+    )
+    on_open = r.figures["request_on_open_connection"]
+    r.check(
+        "a request on a connection opened before SIGTERM gets 503 + Retry-After or a closed "
+        f"connection, both of which nginx retries elsewhere: {on_open}",
+        on_open in ("503 Retry-After", "RemoteProtocolError", "ReadError"),
+    )
+    r.check(f"exit code {code} (must be 0)", code == 0)
+    grace = 30  # the --graceful-shutdown-timeout default
+    r.check(f"exited in {exit_s} s, within --graceful-shutdown-timeout ({grace} s)", exit_s < grace)
+    return r
+
+
+async def _probe(client: httpx.AsyncClient | None, url: str, model: str) -> str:
+    """What a completion request gets from a draining replica (`client`: an open connection)."""
+    auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    try:
+        if client is None:
+            async with httpx.AsyncClient(timeout=10) as fresh:
+                r = await fresh.post(
+                    url + "/v1/completions", json=body(model, False, 4), headers=auth
+                )
+        else:
+            r = await client.post(url + "/v1/completions", json=body(model, False, 4), headers=auth)
+    except httpx.HTTPError as e:
+        return type(e).__name__
+    return f"{r.status_code}" + (" Retry-After" if "retry-after" in r.headers else "")
+
+
+async def engine_death(topo: Topology, name: str = "a") -> Result:
+    """The engine core of one replica is killed mid-load: its streams end with an error event,
+    /ready turns 503, it exits non-zero within seconds, retries land on the other replica."""
+    r = Result("engine", f"Engine core of replica {name} killed mid-load")
+    rep = topo.replicas[name]
+    load = Load(topo.nginx.url, topo.model, n=96, concurrency=8)
+    task = asyncio.create_task(load.run())
+    await load.reached(24)
+    core = rep.engine_core()
+    t0 = time.monotonic()
+    core.send_signal(signal.SIGKILL)
+    to_503 = await wait_until(lambda: rep.ready_status() in (503, None), 15)
+    saw_503 = rep.ready_status() == 503 or to_503 is not None
+    code = await asyncio.to_thread(rep.server.proc.wait, 60)
+    exit_s = round(time.monotonic() - t0, 2)
+    await task
+    await asyncio.to_thread(rep.stop, 5)
+    r.figures["load"] = tally(load.outcomes)
+    r.figures |= {"ready_503_after_s": to_503, "exit_code": code, "exit_seconds": exit_s}
+    ended = [o for o in load.outcomes if o.lost]
+    with_error = [o for o in ended if o.status == "200" and o.code]
+    r.figures["streams_ended_by_error_event"] = len(with_error)
+    r.check(
+        f"every stream the death interrupted ended with an error event ({len(with_error)} of "
+        f"{len(ended)}), none was cut",
+        len(with_error) == len(ended),
+    )
+    plain = [o for o in load.outcomes if not o.stream]
+    r.check(
+        f"non-streaming requests failed: {sum(not o.ok for o in plain)} (retried on the other)",
+        all(o.ok for o in plain),
+    )
+    r.check(f"/ready answered 503 within {to_503} s", saw_503 and to_503 is not None)
+    r.check(f"exit code {code} (non-zero) after {exit_s} s", code not in (0, None) and exit_s < 15)
+    r.notes.append(
+        "Streams in flight on the dead engine had delivered tokens: they end with an error "
+        "event then `[DONE]` (counted as lost above: accepted, not completed), and the client "
+        "resends."
+    )
+    return r
+
+
+async def rolling_update(topo: Topology) -> Result:
+    """Replace each replica in turn by `shakespeare-v2` (alias `shakespeare`) while clients of
+    the alias and clients pinning `shakespeare-v1` keep sending."""
+    r = Result("rolling", "Rolling model update, v1 to v2, one replica at a time")
+    if not needs(topo, r, "--model-alias"):
+        return r
+    done = asyncio.Event()
+    alias = Load(topo.nginx.url, "shakespeare", n=2000, concurrency=6, stop=done)
+    pinned = Load(topo.nginx.url, "shakespeare-v1", n=2000, concurrency=2, stop=done)
+    tasks = [asyncio.create_task(alias.run()), asyncio.create_task(pinned.run())]
+    await alias.reached(12)
+    t0 = time.monotonic()
+    before_last = 0  # pinned requests finished while a v1 replica was still up
+    for rep in topo.replicas.values():
+        before_last = pinned.finished()
+        await asyncio.to_thread(rep.stop, 60)
+        rep.model_args = topo.model_args("shakespeare-v2")
+        rep.start()
+        await asyncio.to_thread(rep.wait_ready)
+    r.figures["roll_seconds"] = round(time.monotonic() - t0, 1)
+    n_pinned = pinned.finished()
+    await pinned.reached(n_pinned + 4)
+    done.set()
+    await asyncio.gather(*tasks)
+    r.figures["alias"] = t = tally(alias.outcomes)
+    r.figures["pinned"] = tally(pinned.outcomes)
+    lost_and_failures(r, t)
+    models = sorted({o.model for o in alias.outcomes if o.ok})
+    r.check(
+        f"alias clients were served {models}", set(models) <= {"shakespeare-v1", "shakespeare-v2"}
+    )
+    served = [o for o in pinned.outcomes if o.status == "200"]
+    r.check(
+        f"pinned clients: every 200 ({len(served)}) came from shakespeare-v1, never v2",
+        all(o.model == "shakespeare-v1" for o in served),
+    )
+    tail = pinned.outcomes[n_pinned:]
+    r.check(
+        f"pinned clients after the roll: 404 model_not_found ({len(tail)} requests)",
+        bool(tail) and all(o.status == "404" and o.code == "model_not_found" for o in tail),
+    )
+    early = pinned.outcomes[:before_last]
+    r.check(
+        f"pinned clients got v1 while a replica served it ({len(early)} requests, "
+        f"{sum(not o.ok for o in early)} not 200)",
+        all(o.ok for o in early),
+    )
+    return r
