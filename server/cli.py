@@ -7,6 +7,7 @@ setting has exactly one spelling per source and the CLI can't drift from the doc
 import argparse
 import ipaddress
 import logging
+import signal
 import sys
 import types
 import typing
@@ -22,7 +23,7 @@ from .settings import Settings
 log = logging.getLogger("nanoserve.cli")
 
 POSITIONAL = {"model"}
-ALIASES = {"config_file": "--config", "api_keys": "--api-key"}
+ALIASES = {"config_file": "--config", "api_keys": "--api-key", "model_aliases": "--model-alias"}
 
 
 def _flag_kwargs(annotation) -> dict:
@@ -161,8 +162,10 @@ def serve(settings: Settings) -> int:
 def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int:
     """Serve until SIGTERM/SIGINT or until the engine can't go on (returns 1).
 
-    On a signal, uvicorn stops accepting, lets in-flight requests finish (up to
-    graceful_shutdown_timeout), then re-raises the signal so a supervisor sees why it ended."""
+    On SIGTERM, uvicorn closes the listener at once (a load balancer's next connection fails
+    and goes to another replica), answers 503 + Retry-After to requests that still arrive on
+    open connections, lets in-flight requests finish (up to graceful_shutdown_timeout), and we
+    return 0: a drain is the normal end of a replica, not a failure."""
     from .app import create_app
     from .http import bounded_protocol
     from .security.keyfile import KeyFileError
@@ -205,7 +208,14 @@ def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int
     server = _Server(config)
     server.runtime = app.state.runtime
     log.info("listening on http://%s:%d", settings.host, settings.port)
-    server.run()
+    # After its graceful shutdown uvicorn re-raises the signal to the handler that was in place
+    # before it started: a do-nothing one turns "killed by SIGTERM" (exit 143, which Kubernetes
+    # and compose report as an error) into a return from run() with our own exit code.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return exit_code
 
 

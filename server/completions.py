@@ -6,6 +6,7 @@ prompts), usage is summed over prompts and choices, and stream chunks carry the 
 """
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class Job:
     status: int | None = None
     reason: str | None = None
     settled: bool = False  # usage charged and unused tokens given back (exactly once)
+    deadline: float = math.inf  # perf_counter; past it the job ends (service._within_deadline)
+    queued: bool = False  # in the service's backlog: admitted, no engine output yet
     first_token_at: float | None = None  # perf_counter
     last_token_at: float | None = None
     gaps: list[tuple[float, int]] = field(default_factory=list)  # streams: (s per token, tokens)

@@ -7,7 +7,7 @@ the request in vLLM (vLLM's own server does the same with its `with_cancellation
 """
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import Request
@@ -21,7 +21,7 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-async def unless_disconnected(request: Request, work: Coroutine[Any, Any, Any]) -> Any:
+async def unless_disconnected(request: Request, work: Awaitable[Any]) -> Any:
     """Await `work`, or cancel it and return a 499 (nginx's "client closed request") if the
     client disconnects first."""
     task = asyncio.ensure_future(work)

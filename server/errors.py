@@ -99,22 +99,29 @@ def invalid(message: str, param: str | None = None, code: str | None = None) -> 
     return APIError(message, param=param, code=code)
 
 
-def model_not_found(name: str, served: str) -> APIError:
+def model_not_found(name: str, served: tuple[str, ...]) -> APIError:
+    """404 for a model this replica does not serve. nginx (deploy/nginx/nginx.conf) tries the
+    next replica on a 404, so during a rolling update a client pinning the old version reaches
+    a replica that still serves it, and gets this only once none does."""
+    also = f" (also as {', '.join(repr(a) for a in served[1:])})" if served[1:] else ""
     return APIError(
-        f"The model '{name}' does not exist; this server serves '{served}'.",
+        f"The model '{name}' does not exist; this server serves '{served[0]}'{also}.",
         status=404,
         param="model",
         code="model_not_found",
     )
 
 
-def unavailable(message: str, retry_after: int = 1, reason: str = "overload") -> APIError:
-    """503: this replica cannot take the request now (loading, draining, dead): try another."""
+def unavailable(
+    message: str, retry_after: int = 1, reason: str = "overload", code: str = "server_overloaded"
+) -> APIError:
+    """503: this replica cannot take the request now (loading, draining, dead, full): try
+    another."""
     return APIError(
         message,
         status=503,
         type="server_error",
-        code="server_overloaded",
+        code=code,
         headers={"Retry-After": str(retry_after), "retry-after-ms": str(retry_after * 1000)},
         reason=reason,
     )

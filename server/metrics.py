@@ -28,6 +28,8 @@ REJECTION_REASONS = (
     "rate_limit_concurrency",  # 429: the caller's requests in flight
     "limiter_unavailable",  # 503: the limit storage (Redis) is unreachable
     "overload",  # 503: this replica is loading, draining or its engine is gone
+    "queue_full",  # 503: the backlog (max_queued_requests/tokens) is full
+    "queue_timeout",  # 503: the request's deadline passed before the engine started it
     "invalid_request",  # 4xx: the request itself (the message names the parameter)
     "context_too_long",  # 400 context_length_exceeded
     "client_disconnect",  # the client left before the answer was complete
@@ -35,8 +37,9 @@ REJECTION_REASONS = (
     "internal_error",  # 500: a bug in the server (logged with its stack trace)
 )
 # `reason` of nanoserve_finish_reasons_total, one per choice: the engine's `length` and
-# `stop`, `error` (the engine failed) and `abort` (the client left)
-FINISH_REASONS = ("length", "stop", "error", "abort")
+# `stop`, `timeout` (its deadline passed: the text so far), `error` (the engine failed) and
+# `abort` (the client left)
+FINISH_REASONS = ("length", "stop", "timeout", "error", "abort")
 
 
 class Metrics:

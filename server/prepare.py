@@ -117,9 +117,20 @@ def _check_length(prompts: list[PreparedPrompt], max_tokens: int, info: ModelInf
             )
 
 
+def served_names(info: ModelInfo, s: Settings) -> tuple[str, ...]:
+    """The served name first (responses carry it), then the aliases (--model-alias)."""
+    return (info.name, *(a for a in dict.fromkeys(s.model_aliases) if a != info.name))
+
+
+def check_model(name: str | None, info: ModelInfo, s: Settings) -> None:
+    """404 unless `name` (when given) is one of the served names."""
+    names = served_names(info, s)
+    if name is not None and name not in names:
+        raise model_not_found(name, names)
+
+
 def _check_request(req: CompletionRequest, info: ModelInfo, s: Settings) -> None:
-    if req.model != info.name:
-        raise model_not_found(req.model, info.name)
+    check_model(req.model, info, s)
     if req.suffix is not None:
         raise invalid("'suffix' is not supported by this model (no fill-in-the-middle).", "suffix")
     if req.best_of is not None and req.best_of != req.n:

@@ -1,5 +1,7 @@
 """OpenAI-compatible routes: thin — parse, hand the request to the service, shape the response."""
 
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
@@ -8,6 +10,7 @@ from .chat_protocol import ChatCompletionRequest
 from .completions import Job
 from .disconnect import unless_disconnected
 from .errors import APIError, model_not_found
+from .prepare import served_names
 from .protocol import CompletionRequest, CompletionResponse, ModelCard, ModelList
 from .runtime import Runtime
 from .service import Call, CompletionService
@@ -34,16 +37,32 @@ def call_of(request: Request) -> Call:
 async def respond(request: Request, service: CompletionService, job: Job) -> Response:
     """Run an admitted job: a stream of server-sent events, or one JSON body (cancelled, with
     the engine request aborted, if the client leaves first)."""
-    if job.work.stream:
-        # the background task settles a stream whose client left before its first event
-        return StreamingResponse(
-            service.stream(job),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
-            background=BackgroundTask(service.settle, job),
-        )
-    result = await unless_disconnected(request, service.run(job))
-    return JSONResponse(result) if isinstance(result, dict) else result
+    if not job.work.stream:
+        result = await unless_disconnected(request, service.run(job))
+        return JSONResponse(result) if isinstance(result, dict) else result
+    events = service.stream(job)
+    # The 200 goes out with the first event, not before: a job that fails before it (its
+    # deadline passed in the queue, the engine died) gets a real status, which a load balancer
+    # can retry on another replica, instead of a 200 with an error event.
+    first = await unless_disconnected(request, anext(events))
+    if isinstance(first, Response):  # the client left while it waited
+        return first
+    # the background task settles a stream whose client left before its first event went out
+    return StreamingResponse(
+        _prepend(first, events),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+        background=BackgroundTask(service.settle, job),
+    )
+
+
+async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    try:
+        yield first
+        async for event in rest:
+            yield event
+    finally:  # closes the job's stream now (its engine requests abort), not at collection
+        await rest.aclose()
 
 
 # responses=: documents the shape in /docs without re-validating every response on the hot path
@@ -63,24 +82,31 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     return await respond(request, service, await service.admit(body, call_of(request)))
 
 
-def _card(request: Request) -> ModelCard:
-    info = service_of(request).engine.info
-    return ModelCard(id=info.name, created=info.created, max_model_len=info.max_model_len)
+def _cards(request: Request) -> list[ModelCard]:
+    """One card per served name (the served name, then its aliases), as vLLM lists them."""
+    service = service_of(request)
+    info = service.engine.info
+    return [
+        ModelCard(id=name, created=info.created, max_model_len=info.max_model_len)
+        for name in served_names(info, service.settings)
+    ]
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    """The served model (OpenAI's list shape, plus its context length `max_model_len`)."""
-    return ModelList(data=[_card(request)])
+    """The served model and its aliases (OpenAI's list shape, plus the context length
+    `max_model_len`)."""
+    return ModelList(data=_cards(request))
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
 async def get_model(model_id: str, request: Request) -> ModelCard:
-    """One model by id; 404 for any name but the served one."""
-    card = _card(request)
-    if model_id != card.id:
-        raise model_not_found(model_id, card.id)
-    return card
+    """One model by id; 404 for any name that is not served here."""
+    cards = _cards(request)
+    for card in cards:
+        if card.id == model_id:
+            return card
+    raise model_not_found(model_id, tuple(c.id for c in cards))
 
 
 @router.get("/v1/usage")

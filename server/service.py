@@ -1,15 +1,23 @@
 """The completion service: it owns a request from admission to settlement.
 
 `admit` validates a request against the model and this server's limits, lets the engine refuse
-its sampling parameters (so a stream gets its 400 before the 200 is sent) and reserves the
-caller's worst-case tokens. `run` (one JSON body) or `stream` (server-sent events) executes the
-job, and `settle` — called by both when the job ends, however it ends — charges the caller what
-was really used, gives back the rest of the reservation, and writes the request's access line
-and metrics (time to first token, finish reasons, a client that left), exactly once.
+its sampling parameters (so a stream gets its 400 before the 200 is sent), takes a place in the
+bounded backlog (a full one is a 503 before the engine sees anything) and reserves the caller's
+worst-case tokens. `run` (one JSON body) or `stream` (server-sent events) executes the job
+within its deadline, and `settle` — called by both when the job ends, however it ends — charges
+the caller what was really used, gives back the rest of the reservation, and writes the
+request's access line and metrics (time to first token, finish reasons, a client that left),
+exactly once.
+
+The backlog is what vLLM would queue: requests admitted here that have no first output yet.
+Counting it here, not reading vLLM's scheduler, keeps the check free and engine-agnostic; a
+request in its prefill still counts as waiting, which errs on the side of "full".
 """
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -33,6 +41,11 @@ log = logging.getLogger("nanoserve.service")
 PING_SECONDS = 15.0  # SSE comment sent while no token arrives, so proxies keep the stream open
 Request = CompletionRequest | LegacyRequest | ChatCompletionRequest
 ENGINE_GONE = "The inference engine stopped; retry on another replica."
+TIMEOUT_HEADER = b"x-request-timeout"  # seconds; lowers --request-timeout for one request
+TIMEOUT_FINISH = "timeout"  # finish_reason of a choice cut short by its deadline
+# Tokenizing a prompt this long (characters) on the event loop would stall every other stream
+# for a millisecond or more; shorter ones cost less than the hop to a worker thread.
+OFFLOAD_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,8 @@ class CompletionService:
         self.metrics = metrics
         self.limiter = limiter
         self.accounting = accounting
+        self.queued_requests = 0  # admitted, no engine output yet (see the module docstring)
+        self.queued_tokens = 0  # their prompt tokens
 
     def _work(self, request: Request) -> tuple[Prepared, str, Shape]:
         """(engine work, id prefix, response shape) for each wire format."""
@@ -84,7 +99,11 @@ class CompletionService:
             raise
 
     async def _admit(self, request: Request, call: Call) -> Job:
-        work, prefix, shape = self._work(request)
+        deadline = self._deadline(call.exchange)
+        if _prompt_chars(request) > OFFLOAD_CHARS:
+            work, prefix, shape = await asyncio.to_thread(self._work, request)
+        else:
+            work, prefix, shape = self._work(request)
         try:
             self.engine.check(engine_sampling(work.sampling))
         except EngineRejected as e:
@@ -92,10 +111,59 @@ class CompletionService:
         job_id = f"{prefix}-{call.exchange.request_id}"
         keep = self.settings.log_text_chars
         job = Job(job_id, call.exchange, self.engine.info.name, work, None, shape, keep)
-        if call.ticket is not None:
-            await self.limiter.reserve_tokens(call.ticket, job.max_tokens_total)
-            job.ticket = call.ticket
+        job.deadline = deadline
+        self._enqueue(job)  # before any await: concurrent admissions see each other
+        try:
+            if call.ticket is not None:
+                await self.limiter.reserve_tokens(call.ticket, job.max_tokens_total)
+                job.ticket = call.ticket
+        except BaseException:
+            self._dequeue(job)
+            raise
         return job
+
+    def _deadline(self, exchange: Exchange) -> float:
+        """The request's deadline (perf_counter): --request-timeout after arrival, or sooner
+        if the client sent X-Request-Timeout."""
+        seconds = self.settings.request_timeout
+        raw = dict(exchange.scope["headers"]).get(TIMEOUT_HEADER)
+        if raw is not None:
+            try:
+                asked = float(raw)
+            except ValueError:
+                asked = math.nan
+            if not (asked > 0 and math.isfinite(asked)):
+                raise invalid(
+                    "The X-Request-Timeout header must be a positive number of seconds; got "
+                    f"{raw.decode(errors='replace')[:40]!r}.",
+                    param="X-Request-Timeout",
+                )
+            seconds = min(seconds, asked)
+        return exchange.started + seconds
+
+    def _enqueue(self, job: Job) -> None:
+        """Take a place in the backlog, or 503 at once if it is full. A lone request always
+        gets in, so a prompt longer than max_queued_tokens is not refused forever."""
+        s, tokens = self.settings, job.prompt_tokens
+        if self.queued_requests and (
+            self.queued_requests >= s.max_queued_requests
+            or self.queued_tokens + tokens > s.max_queued_tokens
+        ):
+            raise unavailable(
+                f"This replica is full ({self.queued_requests} requests, {self.queued_tokens} "
+                "prompt tokens waiting for the engine); retry shortly or on another replica.",
+                reason="queue_full",
+            )
+        self.queued_requests += 1
+        self.queued_tokens += tokens
+        job.queued = True
+
+    def _dequeue(self, job: Job) -> None:
+        """Leave the backlog: at the job's first engine output, or when it ends (idempotent)."""
+        if job.queued:
+            job.queued = False
+            self.queued_requests -= 1
+            self.queued_tokens -= job.prompt_tokens
 
     async def settle(self, job: Job) -> None:
         """Charge what `job` used, give back the unused reservation, write its access line.
@@ -104,6 +172,7 @@ class CompletionService:
         if job.settled:
             return
         job.settled = True
+        self._dequeue(job)
         self.metrics.prompt_tokens.inc(job.prompt_tokens)
         self.metrics.completion_tokens.inc(job.completion_tokens)
         if job.status is None:
@@ -142,6 +211,8 @@ class CompletionService:
             raise _failed(job, unavailable(ENGINE_GONE, reason="engine_error")) from e
         except EngineRejected as e:
             raise _failed(job, invalid(str(e))) from e
+        except APIError as e:  # its deadline passed before the engine started on it
+            raise _failed(job, e) from e
         except Exception:  # a bug: errors.py logs it and answers 500
             _failed(job, internal())
             raise
@@ -158,9 +229,11 @@ class CompletionService:
         """SSE events: deltas, then the usage chunk if asked for, then [DONE] — even on failure
         (a silent close would look to the SDK like a short but valid completion)."""
         seen: set[int] = set()  # choice indices that already had their first (echo) chunk
+        sent = False  # has an event gone out (and with it, the 200)?
         try:
             async for i, update in self._merged(job):
                 if update is None:
+                    sent = True
                     yield ": ping\n\n"
                     continue
                 choices = []
@@ -172,21 +245,19 @@ class CompletionService:
                     )
                     seen.add(idx)
                 if choices:
+                    sent = True
                     yield chunk_event(job, choices)
                     job.delivered(max(len(c.token_ids) for c in update.choices))
             if job.work.include_usage:
                 yield chunk_event(job, [], job.usage())
             job.status = 200
-        # the 200 is sent: a failure is the stream's last event, and the access line's reason
-        except EngineRejected as e:
-            yield _failed(job, invalid(str(e)), 200).sse_event()
-        except EngineDead:
-            yield _failed(job, unavailable(ENGINE_GONE, reason="engine_error"), 200).sse_event()
-        except APIError as e:
-            yield _failed(job, e, 200).sse_event()
-        except Exception:
-            log.exception("stream %s failed", job.id)
-            yield _failed(job, internal(), 200).sse_event()
+        except Exception as e:
+            err = _api_error(e, job)
+            if not sent:  # nothing sent yet: a real status (a load balancer retries a 503)
+                raise _failed(job, err) from e
+            # the 200 is sent: the failure is the stream's last event, and the access line's
+            # reason
+            yield _failed(job, err, 200).sse_event()
         finally:  # a client that left closed us: status None, settled as 499
             await self.settle(job)
         yield "data: [DONE]\n\n"
@@ -204,7 +275,8 @@ class CompletionService:
             updates = cropped(self.engine, ids, asked, self.engine.info.max_model_len, rid)
         else:
             updates = self.engine.generate(ids, asked, rid)
-        async for update in updates:
+        async for update in _within_deadline(job, i, updates, asked.n):
+            self._dequeue(job)
             if copies > 1:
                 update.choices = [
                     replace(c, index=j) for c in update.choices for j in range(copies)
@@ -245,6 +317,61 @@ class CompletionService:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _within_deadline(
+    job: Job, i: int, updates: AsyncIterator[Update], n: int
+) -> AsyncIterator[Update]:
+    """Prompt `i`'s `updates` until the job's deadline. Then the engine request is cancelled
+    (vLLM aborts it) and: a job that got no output at all is a 503 (`queue_timeout`: it waited
+    too long; another replica may do better); otherwise each open choice ends here, with what
+    it has so far and finish_reason "timeout"."""
+    it = aiter(updates)
+    open_choices = set(range(n))
+    while True:
+        try:
+            # only the wait for the engine is timed, never our own yield (a slow client)
+            async with asyncio.timeout(job.deadline - time.perf_counter()):
+                update = await anext(it)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            break
+        open_choices.difference_update(c.index for c in update.choices if c.finish_reason)
+        yield update
+    if job.queued:
+        raise unavailable(
+            "The request waited past its deadline (--request-timeout, or X-Request-Timeout) "
+            "without starting; retry later or on another replica.",
+            reason="queue_timeout",
+            code="queue_timeout",
+        )
+    ended = [ChoiceUpdate(k, "", [], None, TIMEOUT_FINISH) for k in sorted(open_choices)]
+    yield Update(job.work.prompts[i].token_ids, ended, None, True)
+
+
+def _api_error(e: Exception, job: Job) -> APIError:
+    """The error a client gets for a job that failed with `e`."""
+    if isinstance(e, APIError):
+        return e
+    if isinstance(e, EngineRejected):
+        return invalid(str(e))
+    if isinstance(e, EngineDead):
+        return unavailable(ENGINE_GONE, reason="engine_error")
+    log.exception("job %s failed", job.id, exc_info=e)  # a bug
+    return internal()
+
+
+def _prompt_chars(request: Request) -> int:
+    """Characters the request's text prompts add up to (how long tokenizing them takes)."""
+    if isinstance(request, ChatCompletionRequest):
+        return sum(len(str(m.content or "")) for m in request.messages)
+    prompt = request.prompt
+    if isinstance(prompt, str):
+        return len(prompt)
+    if isinstance(prompt, list):
+        return sum(len(p) for p in prompt if isinstance(p, str))
+    return 0
 
 
 def _failed(job: Job, e: APIError, status: int | None = None) -> APIError:

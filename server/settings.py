@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     served_model_name: str | None = Field(
         None, description="Name clients pass as `model`. Default: the model directory's name."
     )
+    model_aliases: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="More names the model answers to (repeat --model-alias; "
+        "NANOSERVE_MODEL_ALIASES is comma-separated). Responses carry the served name, so with "
+        "a versioned name (`--served-model-name shakespeare-v2 --model-alias shakespeare`) "
+        "clients of the alias see which version answered and clients pinning a version are "
+        "never switched silently (see Rolling updates in docs/DEPLOY.md).",
+    )
     cache_dir: Path = Field(
         Path("~/.cache/nanoserve").expanduser(),
         description="Where checkpoints given as MODEL are converted to (keyed by sha256).",
@@ -205,6 +213,29 @@ class Settings(BaseSettings):
         "on a kept-alive connection, after its first byte); 408 and a close after.",
     )
 
+    # --- admission and deadlines: a replica says "full, try another" (503) at once rather than
+    # letting a queue grow that no client will wait out
+    max_queued_requests: int = Field(
+        512,
+        ge=1,
+        description="Requests admitted but still waiting for their first token, at most; above, "
+        "an immediate 503 `server_overloaded` with Retry-After (a load balancer tries another "
+        "replica).",
+    )
+    max_queued_tokens: int = Field(
+        262_144,
+        ge=1,
+        description="Prompt tokens of the requests waiting for their first token, at most; "
+        "above, the same 503. A lone request is always admitted, however long its prompt.",
+    )
+    request_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Deadline of a request in seconds from arrival; a client may ask for less "
+        "with the header X-Request-Timeout. No first token by then: 503 `queue_timeout`. "
+        "Still generating: the text so far, with finish_reason `timeout`.",
+    )
+
     # --- engine (vLLM's names)
     dtype: Dtype = Field(
         "auto", description="Compute dtype; auto = the dtype the model was converted to."
@@ -239,7 +270,7 @@ class Settings(BaseSettings):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs to shard the model over.")
     seed: int = Field(0, description="Engine random seed.")
 
-    @field_validator("api_keys", "jwt_algorithms", mode="before")
+    @field_validator("api_keys", "jwt_algorithms", "model_aliases", mode="before")
     @classmethod
     def _comma_separated(cls, v):
         if isinstance(v, str):

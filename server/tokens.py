@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_
 
 from .chat import render
 from .chat_protocol import ChatCompletionRequest, ChatMessage
-from .errors import model_not_found
-from .prepare import check_token_ids, known_characters
+from .prepare import check_model, check_token_ids, known_characters
 from .protocol import TokenId
 from .routes import service_of
 
@@ -57,17 +56,12 @@ class DetokenizeResponse(BaseModel):
     prompt: str
 
 
-def _check_model(name: str | None, served: str) -> None:
-    if name is not None and name != served:
-        raise model_not_found(name, served)
-
-
 @router.post("/tokenize", response_model=TokenizeResponse)
 async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     """The token ids of a prompt, or of a conversation as the chat template renders it."""
     service = service_of(request)
     engine = service.engine
-    _check_model(body.model, engine.info.name)
+    check_model(body.model, engine.info, service.settings)
     if body.messages is not None:
         chat = ChatCompletionRequest.model_construct(messages=body.messages)
         text, param = render(chat, service.chat_template, body.add_generation_prompt), "messages"
@@ -84,7 +78,8 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
 @router.post("/detokenize", response_model=DetokenizeResponse)
 async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
     """The text of a list of token ids."""
-    engine = service_of(request).engine
-    _check_model(body.model, engine.info.name)
+    service = service_of(request)
+    engine = service.engine
+    check_model(body.model, engine.info, service.settings)
     check_token_ids(body.tokens, engine.info, "tokens")
     return DetokenizeResponse(prompt=engine.decode(body.tokens))

@@ -41,9 +41,9 @@ def test_body_cap_and_keepalive_agree_with_the_server():
     assert int(upstream_idle.removesuffix("s")) < defaults.keep_alive_timeout
 
 
-def test_retries_only_unreached_or_503_upstreams():
+def test_retries_only_unreached_503_or_404_upstreams():
     [retry] = directive("proxy_next_upstream")
-    assert retry.split() == ["error", "timeout", "http_503", "non_idempotent"]
+    assert retry.split() == ["error", "timeout", "http_503", "http_404", "non_idempotent"]
 
 
 def test_request_id_is_kept_and_made_only_when_absent():

@@ -194,6 +194,33 @@ def test_unknown_model_is_404(client):
     assert r.json()["error"]["code"] == "model_not_found"
 
 
+def test_aliases_are_served_under_the_versioned_name():
+    with fake_app(no_auth=True, model_aliases=["shakespeare", "fake"]) as client:
+        ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
+        assert ids == ["fake", "shakespeare"]  # served name first; a repeated name once
+        assert client.get("/v1/models/shakespeare").json()["id"] == "shakespeare"
+        r = complete(client, model="shakespeare", prompt="abc", max_tokens=2)
+        assert r.status_code == 200, r.text
+        # the response names the version that answered, not the alias asked for
+        assert r.json()["model"] == "fake"
+        r = client.post("/tokenize", json={"model": "shakespeare", "prompt": "ab"})
+        assert r.json()["count"] == 2
+        # a client pinning another version is told, not switched
+        r = complete(client, model="fake-v1", prompt="abc")
+        assert r.status_code == 404
+        assert r.json()["error"]["message"] == (
+            "The model 'fake-v1' does not exist; this server serves 'fake' (also as 'shakespeare')."
+        )
+        assert client.get("/v1/models/fake-v1").status_code == 404
+
+
+def test_aliases_from_the_environment_are_comma_separated(monkeypatch):
+    from server.settings import Settings
+
+    monkeypatch.setenv("NANOSERVE_MODEL_ALIASES", "a, b")
+    assert Settings().model_aliases == ["a", "b"]
+
+
 def test_unknown_fields_are_ignored(client):
     r = complete(client, prompt="abc", max_tokens=1, some_future_field={"x": 1})
     assert r.status_code == 200, r.text

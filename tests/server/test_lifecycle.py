@@ -36,8 +36,34 @@ def test_sigterm_lets_in_flight_requests_finish_before_exit(fake_server):
     t.join(30)
     assert result["status"] == 200
     assert result["usage"]["completion_tokens"] == 40
-    # uvicorn re-raises the signal after its graceful shutdown: "ended by SIGTERM", not a crash
-    assert server.proc.wait(30) == -signal.SIGTERM
+    # a drain is a normal end: 0, not uvicorn's re-raised SIGTERM (143), which supervisors
+    # report as a failure
+    assert server.proc.wait(30) == 0
+
+
+def test_sigterm_drains_a_stream_and_refuses_new_connections(fake_server):
+    server = fake_server("--fake-delay", "0.05", "--api-key", "k")
+    events: list[str] = []
+
+    def stream():  # 40 tokens x 50 ms
+        body = {"model": "fake", "prompt": "abc", "max_tokens": 40, "stream": True}
+        url = f"{server.url}/v1/completions"
+        with httpx.stream("POST", url, headers=KEY, json=body, timeout=30) as r:
+            events.extend(line for line in r.iter_lines() if line.startswith("data: "))
+
+    t = threading.Thread(target=stream)
+    t.start()
+    time.sleep(0.5)
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # the listener is closed at once: a load balancer's next connection fails fast and is
+    # retried on another replica
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/live", timeout=5)
+    t.join(30)
+    assert events[-1] == "data: [DONE]"
+    assert len(events) == 41  # 40 tokens (one a chunk), then [DONE]: nothing cut
+    assert server.proc.wait(30) == 0
 
 
 @pytest.mark.parametrize(

@@ -199,10 +199,12 @@ def test_a_job_its_client_left_settles_as_499_with_abort():
     )
     job = Job("cmpl-left-1", exchange, "fake", work, None, COMPLETION)
 
-    class Service:  # settle() needs nothing of the service when no caller is metered
-        metrics = exchange.metrics
-
     from server.service import CompletionService
+
+    class Service:  # settle() needs only these of the service when no caller is metered
+        metrics = exchange.metrics
+        queued_requests = queued_tokens = 0
+        _dequeue = CompletionService._dequeue
 
     asyncio.run(CompletionService.settle(Service(), job))  # type: ignore[arg-type]
     assert exchange.closed
