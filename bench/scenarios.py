@@ -56,6 +56,23 @@ async def wait_until(probe, timeout: float, every: float = 0.05) -> float | None
     return None
 
 
+def in_flight(rep: Replica) -> int:
+    """Requests the replica is answering now, besides the /metrics request that asks."""
+    return int(rep.metrics().get("nanoserve_requests_in_flight", 1)) - 1
+
+
+async def strike_when_busy(rep: Replica, at_least: int = 3, timeout: float = 20) -> int:
+    """Wait (bounded) until `rep` has `at_least` requests in flight, so that a fault lands
+    mid-request; how many it had."""
+    t0, n = time.monotonic(), 0
+    while time.monotonic() - t0 < timeout:
+        n = await asyncio.to_thread(in_flight, rep)
+        if n >= at_least:
+            break
+        await asyncio.sleep(0.02)
+    return n
+
+
 def engines_idle(*replicas: Replica) -> bool:
     return all(r.engine_busy() == 0 for r in replicas)
 
@@ -86,9 +103,14 @@ async def redis_outage(topo: Topology) -> Result:
     task = asyncio.create_task(load.run())
     await load.reached(12)
     await asyncio.to_thread(topo.redis.stop)
-    outage = await asyncio.gather(*(direct(rep, 2, topo.model) for rep in topo.replicas.values()))
+    # straight to each replica, as a caller with a limit (one without any never asks Redis)
+    outage = await asyncio.gather(
+        *(direct(rep, 2, topo.model, SLOTS_KEY) for rep in topo.replicas.values())
+    )
     await asyncio.sleep(2)
     await asyncio.to_thread(topo.redis.start)
+    back = await wait_until(lambda: _one_ok(topo.nginx.url, topo.model), 30, every=0.2)
+    r.figures["served_through_nginx_after_s"] = back
     await task
     r.figures["load"] = t = tally(load.outcomes)
     r.check(f"lost requests: {t['lost']} (must be 0)", t["lost"] == 0)
@@ -103,8 +125,12 @@ async def redis_outage(topo: Topology) -> Result:
         "both replicas answer 503 + Retry-After while Redis is down",
         all(s == "503" and ra for s, ra in answers),
     )
-    after = await direct(topo.replicas["a"], 1, topo.model)
-    after += await direct(topo.replicas["b"], 1, topo.model)
+    after = await direct(topo.replicas["a"], 1, topo.model, SLOTS_KEY)
+    after += await direct(topo.replicas["b"], 1, topo.model, SLOTS_KEY)
+    r.check(
+        f"through nginx, requests succeed again {back} s after Redis is back (within 2 s)",
+        back is not None and back <= 2,
+    )
     r.check(
         "requests succeed again on both replicas once Redis is back",
         all(o.ok for o in after),
@@ -116,6 +142,13 @@ async def redis_outage(topo: Topology) -> Result:
     )
     r.figures["slots"] = await exactly_slots_admitted(topo, r)
     return r
+
+
+def _one_ok(url: str, model: str) -> bool:
+    """One request with a Redis-counted limit (the `slots` caller) answered 200."""
+    auth = {"Authorization": f"Bearer {SLOTS_KEY}"}
+    payload = {"model": model, "prompt": "x", "max_tokens": 2}
+    return httpx.post(url + "/v1/completions", json=payload, headers=auth, timeout=30).is_success
 
 
 async def exactly_slots_admitted(topo: Topology, r: Result) -> dict:
@@ -151,15 +184,15 @@ async def replica_killed(topo: Topology, name: str = "a") -> Result:
     container or node dies) mid-load. It stays down: the runner heals it."""
     r = Result("sigkill", f"Replica {name} killed (SIGKILL) mid-load")
     rep = topo.replicas[name]
-    load = Load(topo.nginx.url, topo.model, n=96, concurrency=8)
+    load = Load(topo.nginx.url, topo.model, n=96, concurrency=6, max_tokens=64)
     task = asyncio.create_task(load.run())
     await load.reached(24)
-    in_flight = rep.metrics().get("nanoserve_requests_in_flight")
+    busy = await strike_when_busy(rep)
     rep.server.proc.send_signal(signal.SIGKILL)
     await asyncio.to_thread(rep.stop, 5)  # what the kill left of its group
     await task
     r.figures["load"] = tally(load.outcomes)
-    r.figures["in_flight_on_killed_replica"] = in_flight
+    r.figures["in_flight_on_killed_replica"] = busy
     plain = [o for o in load.outcomes if not o.stream]
     r.check(
         f"non-streaming requests lost or failed: {sum(not o.ok for o in plain)} of {len(plain)}"
@@ -169,8 +202,8 @@ async def replica_killed(topo: Topology, name: str = "a") -> Result:
     cut = [o for o in load.outcomes if o.stream and not o.ok]
     r.check(
         f"streams that failed ({len(cut)}) were cut mid-flight (accepted, then no [DONE]), at "
-        f"most the {in_flight:.0f} requests in flight on the killed replica",
-        all(o.status == "cut" for o in cut) and len(cut) <= in_flight,
+        f"most the {busy} requests in flight on the killed replica",
+        all(o.status == "cut" for o in cut) and len(cut) <= busy,
     )
     r.figures["streams_cut"] = len(cut)
     r.notes.append(
@@ -187,12 +220,12 @@ async def replica_stopped(topo: Topology, name: str = "b") -> Result:
     exits 0 within --graceful-shutdown-timeout. The replica stays down."""
     r = Result("sigterm", f"Replica {name} stopped (SIGTERM) mid-load")
     rep = topo.replicas[name]
-    load = Load(topo.nginx.url, topo.model, n=96, concurrency=8)
+    load = Load(topo.nginx.url, topo.model, n=96, concurrency=6, max_tokens=64)
     task = asyncio.create_task(load.run())
     await load.reached(24)
-    in_flight = rep.metrics().get("nanoserve_requests_in_flight")
     kept = KeptConnection(rep.port)
     await kept.open()  # opened before the signal, kept alive
+    busy = await strike_when_busy(rep)
     t0 = time.monotonic()
     rep.server.proc.send_signal(signal.SIGTERM)
     await asyncio.sleep(0.5)
@@ -205,7 +238,7 @@ async def replica_stopped(topo: Topology, name: str = "b") -> Result:
     await task
     await asyncio.to_thread(rep.stop, 5)
     r.figures["load"] = t = tally(load.outcomes)
-    r.figures |= {"in_flight_at_sigterm": in_flight, "exit_code": code, "exit_seconds": exit_s}
+    r.figures |= {"in_flight_at_sigterm": busy, "exit_code": code, "exit_seconds": exit_s}
     lost_and_failures(r, t)
     cut = sum(o.status == "cut" for o in load.outcomes)
     r.check(f"streams cut: {cut} (every in-flight stream completes)", cut == 0)
@@ -273,10 +306,11 @@ async def engine_death(topo: Topology, name: str = "a") -> Result:
     /ready turns 503, it exits non-zero within seconds, retries land on the other replica."""
     r = Result("engine", f"Engine core of replica {name} killed mid-load")
     rep = topo.replicas[name]
-    load = Load(topo.nginx.url, topo.model, n=96, concurrency=8)
+    load = Load(topo.nginx.url, topo.model, n=96, concurrency=6, max_tokens=64)
     task = asyncio.create_task(load.run())
     await load.reached(24)
     core = rep.engine_core()
+    r.figures["in_flight_at_death"] = await strike_when_busy(rep)
     t0 = time.monotonic()
     core.send_signal(signal.SIGKILL)
     to_503 = await wait_until(lambda: rep.ready_status() in (503, None), 15)

@@ -13,6 +13,7 @@ from bench.topology import CLIENT_KEY, Topology
 from bench.traffic import body, percentile, raw_request, tally
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+STRESSED = "b"  # the replica these scenarios address (the other may be restarting meanwhile)
 BACKLOG = 8  # --max-queued-requests of the stressed replica (the runner starts it so)
 LONG = 120  # tokens: nearly the demo's whole context
 
@@ -25,16 +26,26 @@ def stress_flags(flags: set[str]) -> list[str]:
     return out
 
 
-async def burst(url: str, model: str, n: int, max_tokens: int, headers: dict | None = None):
+async def burst(
+    url: str,
+    model: str,
+    n: int,
+    max_tokens: int,
+    headers: dict | None = None,
+    stream_only: bool = False,
+) -> list:
     """`n` raw requests at once, streams and not alternating."""
     limits = httpx.Limits(max_connections=n)
     async with httpx.AsyncClient(timeout=120, headers=AUTH, limits=limits) as c:
         return await asyncio.gather(
-            *(raw_request(c, url, model, i % 2 == 1, max_tokens, headers or {}) for i in range(n))
+            *(
+                raw_request(c, url, model, stream_only or i % 2 == 1, max_tokens, headers or {})
+                for i in range(n)
+            )
         )
 
 
-async def admission_burst(topo: Topology, name: str = "a") -> Result:
+async def admission_burst(topo: Topology, name: str = STRESSED) -> Result:
     n = 10 * BACKLOG
     r = Result("admission", f"Admission burst: {n} requests at once, backlog {BACKLOG}")
     if not needs(topo, r, "--max-queued-requests"):
@@ -71,15 +82,23 @@ async def admission_burst(topo: Topology, name: str = "a") -> Result:
     return r
 
 
-async def deadlines(topo: Topology, name: str = "a") -> Result:
+async def deadlines(topo: Topology, name: str = STRESSED) -> Result:
     """X-Request-Timeout: too long in the queue -> 503 queue_timeout; too long generating ->
     200 with the text so far and finish_reason "timeout", the engine request aborted."""
     r = Result("deadlines", "Deadlines (X-Request-Timeout)")
     if not needs(topo, r, "--request-timeout"):
         return r
     rep = topo.replicas[name]
-    # generating too long: the whole context takes longer than the deadline
-    slow = await burst(rep.url, topo.model, 2, LONG, {"X-Request-Timeout": "0.3"})
+    # generating too long: a deadline halfway through the generation of the whole context,
+    # timed on this machine now (one stream: its first event, its end)
+    (probe,) = await burst(rep.url, topo.model, 1, LONG, stream_only=True)
+    deadline = round(probe.first_s + (probe.seconds - probe.first_s) / 2, 3)
+    r.figures["unloaded_first_event_and_total_s"] = [
+        round(probe.first_s, 3),
+        round(probe.seconds, 3),
+    ]
+    r.figures["generation_deadline_s"] = deadline
+    slow = await burst(rep.url, topo.model, 2, LONG, {"X-Request-Timeout": str(deadline)})
     r.figures["generating"] = [
         {"stream": o.stream, "status": o.status, "finish_reason": o.finish_reason,
          "tokens": o.tokens, "seconds": round(o.seconds, 2)}
@@ -139,7 +158,7 @@ async def _vanish(url: str, model: str, i: int) -> str:
             return "left before its answer"
 
 
-async def disconnect_storm(topo: Topology, name: str = "a", clients: int = 200) -> Result:
+async def disconnect_storm(topo: Topology, name: str = STRESSED, clients: int = 200) -> Result:
     r = Result("disconnect", f"Disconnect storm: {clients} clients vanish mid-stream and mid-queue")
     rep = topo.replicas[name]
     gate = asyncio.Semaphore(50)  # at most 50 connections at a time

@@ -132,6 +132,7 @@ class Replica:
     def start(self) -> None:
         """Launch (not yet ready: `wait_ready`)."""
         self.starts += 1
+        self.launched = time.monotonic()
         cmd = [sys.executable, "-m", "server", *self.model_args, *self.extra]
         cmd += ["--port", str(self.port), "--host", "127.0.0.1"]
         env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": str(ROOT)}
@@ -141,6 +142,11 @@ class Replica:
     def wait_ready(self) -> float:
         assert self.server is not None
         return self.server.wait_ready(READY_TIMEOUT)
+
+    def wait_ready_since_start(self) -> float:
+        """Seconds from launch to ready (the launch may have been a while ago)."""
+        self.wait_ready()
+        return round(time.monotonic() - self.launched, 1)
 
     @property
     def alive(self) -> bool:
@@ -248,6 +254,14 @@ class Topology:
 
         with contextlib.chdir(ROOT):  # the cache key includes the working directory
             resolve(str(DEMO), self.cache)
+
+    def restart_dead(self) -> list[str]:
+        """Launch again every replica whose process ended; their names (not yet ready)."""
+        dead = [name for name, r in self.replicas.items() if not r.alive]
+        for name in dead:
+            self.replicas[name].stop(5)  # what is left of its process group
+            self.replicas[name].start()
+        return dead
 
     def heal(self) -> float:
         """Start every replica that is not running, together; seconds until all are ready."""

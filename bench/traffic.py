@@ -31,6 +31,7 @@ class Outcome:
     stream: bool
     status: str = "?"  # HTTP status ("200", "503"), or how it broke ("cut", "ConnectError")
     seconds: float = 0.0
+    first_s: float | None = None  # a stream's first event (raw client)
     accepted: bool = False
     completed: bool = False
     model: str | None = None
@@ -116,6 +117,8 @@ async def raw_request(
                         done = True
                         break
                     event = json.loads(line[6:])
+                    if o.first_s is None:
+                        o.first_s = time.monotonic() - t0
                     if "error" in event:
                         o.code = event["error"].get("code") or event["error"].get("type")
                     _read_choice(o, event)
