@@ -81,10 +81,11 @@ without `[DONE]` or with an error event. Latencies are of the completed requests
 ## What a deployment can rely on
 
 - **A replica that stops (SIGTERM)** closes its listening socket at once and flips `/ready` to
-  503; requests already on it finish, streams included, and a request that still arrives on an
-  already-open connection gets 503 + `Retry-After`, which nginx retries on another replica
-  (`proxy_next_upstream ... http_503 non_idempotent`). It exits when the last request is done, at
-  the latest after `--graceful-shutdown-timeout`.
+  503; requests already on it finish, streams included. Its idle keep-alive connections are
+  closed (measured below), and a request that still reaches it on an open connection gets 503 +
+  `Retry-After`; nginx retries both on another replica (`proxy_next_upstream error ... http_503
+  non_idempotent`). It exits 0 when the last request is done, at the latest after
+  `--graceful-shutdown-timeout`.
 - **A replica that dies (SIGKILL, OOM, node loss)**: requests that had not received a byte are
   retried by nginx on another replica, so neither client sees them fail. **Streams that were
   mid-flight on it are cut** (no `[DONE]`): their tokens were delivered, so no proxy or SDK can

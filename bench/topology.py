@@ -9,6 +9,7 @@ nginx's upstream list is read once, when it starts.
 import contextlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from bench.procs import ROOT, ServerProcess, free_port
 
 DEMO = ROOT / "examples" / "shakespeare_char"
 NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
+LOGS = ROOT / "bench" / "results" / "raw" / "reliability"  # git-ignored
 READY_TIMEOUT = 420  # s; a cold engine start on 2 busy cores (compile included) takes ~100 s
 CLIENT_KEY, METRICS_KEY, SLOTS_KEY, LIMITED_KEY = "sk-client", "sk-prom", "sk-slots", "sk-limited"
 SLOTS = 4  # the `slots` caller's concurrency limit: what a leaked slot would take away
@@ -278,5 +280,14 @@ class Topology:
         for r in self.replicas.values():
             r.stop(grace=30)
         self.redis.stop()
+        self._keep_logs()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def _keep_logs(self) -> None:
+        """nginx's and the replicas' logs of the last run, for whoever reads a failure."""
+        LOGS.mkdir(parents=True, exist_ok=True)
+        for old in LOGS.glob("*.log"):
+            old.unlink()
+        for log in self.workdir.glob("*.log"):
+            shutil.copy(log, LOGS / log.name)

@@ -178,6 +178,7 @@ class Load:
     key: str = CLIENT_KEY
     deadline: float = 300.0
     stop: asyncio.Event | None = None  # set: requests not yet sent are not sent
+    pause: float = 0.0  # s each slot waits after a request: a steady trickle, not a flood
     outcomes: list[Outcome] = field(default_factory=list)
 
     def finished(self) -> int:
@@ -214,6 +215,7 @@ class Load:
                     else:
                         args = (raw, self.url, self.model, stream, self.max_tokens, self.headers)
                         o = await raw_request(*args)
+                    await asyncio.sleep(self.pause)
                 self.outcomes.append(o)
 
             await asyncio.wait_for(
