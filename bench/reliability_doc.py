@@ -17,13 +17,16 @@ RESULTS = ROOT / "bench" / "results" / "reliability.json"
 DOC = ROOT / "docs" / "RELIABILITY.md"
 TITLES_ORDER = ("redis", "admission", "deadlines", "disconnect", "engine", "rolling", "sigkill")
 TITLES_ORDER += ("sigterm", "soak")
+MEASURED = ("bench", "server", "convert", "deploy", "nanoserve")
 
 
 def commit() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout
 
-    dirty = "+uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    # what the figures depend on: the harness, the server and the shipped deployment files
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED)
+    dirty = "+uncommitted changes" if changed else ""
     return git("rev-parse", "--short", "HEAD").strip() + dirty
 
 
@@ -69,7 +72,9 @@ client that never retries (it shows what the SDK hides), streaming and not, thro
 unless a scenario addresses one replica directly. A request is **accepted** once its 200
 arrived (a stream's headers come with its first event) and **lost** if it was accepted but never
 completed: no `finish_reason`, fewer characters than tokens counted, or a stream that ended
-without `[DONE]` or with an error event. Latencies are of the completed requests.
+without `[DONE]` or with an error event. Where a fault must lose some (streams on a replica or
+an engine that died), the scenario checks that only those were lost. Latencies are of the
+completed requests; the load average is the machine's, other people's work included.
 
 {not_run}
 ```bash
@@ -111,19 +116,29 @@ def _claims(entry: dict) -> str:
     return "".join(f"- {'✓' if ok else '✗ **FAILED**'} {claim}\n" for claim, ok in entry["claims"])
 
 
+def _cell(v) -> str:
+    return "–" if v is None else str(v)
+
+
 def _load_table(figures: dict) -> str:
     rows = "| client | sent | outcomes | failures | lost | p50 s | p95 s |\n"
     rows += "| --- | --- | --- | --- | --- | --- | --- |\n"
     for label, f in [*figures["by_client"].items(), ("**all**", figures)]:
         outcomes = ", ".join(f"{k} × {v}" for k, v in f["statuses"].items())
         rows += f"| {label} | {f['sent']} | {outcomes} | {f['failures']} | {f['lost']} "
-        rows += f"| {f['p50_s']} | {f['p95_s']} |\n"
+        rows += f"| {_cell(f['p50_s'])} | {_cell(f['p95_s'])} |\n"
+    if figures.get("failed_examples"):
+        rows += "\nFirst failures: " + "; ".join(f"`{x}`" for x in figures["failed_examples"])
+        rows += "\n"
     return rows
 
 
-def _section(name: str, e: dict) -> str:
-    verdict = "not run" if e.get("skipped") else "pass" if e["passed"] else "FAIL"
-    out = f"## {e['title']} — {verdict}\n\n"
+def _is_load(v) -> bool:
+    return isinstance(v, dict) and "by_client" in v
+
+
+def _section(e: dict) -> str:
+    out = f"## {e['title']} — {_verdict(e)}\n\n"
     out += f"`{e['command']}`, {e['date']}, commit `{e['commit']}`, {e['cpus']} CPUs, "
     load = e["figures"].get("loadavg_1m")
     out += f"load average {load[0]} → {load[1]}, {e['seconds']} s.\n\n" if load else "\n\n"
@@ -131,26 +146,44 @@ def _section(name: str, e: dict) -> str:
         return out + f"Not run: {e['skipped']}.\n\n"
     out += _claims(e) + "\n"
     for key, value in e["figures"].items():
-        if isinstance(value, dict) and "by_client" in value:
-            out += f"Load `{key}`:\n\n{_load_table(value)}\n"
-    rest = {
-        k: v
-        for k, v in e["figures"].items()
-        if not (isinstance(v, dict) and "by_client" in v) and k != "loadavg_1m"
-    }
+        if _is_load(value):
+            name = "" if key == "load" else f" (`{key}` clients)"
+            out += f"Load{name}:\n\n{_load_table(value)}\n"
+    rest = {k: v for k, v in e["figures"].items() if not _is_load(v) and k != "loadavg_1m"}
     out += "".join(f"- {k}: {json.dumps(v)}\n" for k, v in rest.items())
     out += "\n" + "".join(f"{n}\n\n" for n in e["notes"])
     return out
 
 
+def _verdict(e: dict) -> str:
+    return "not run" if e.get("skipped") else "pass" if e["passed"] else "**FAIL**"
+
+
+def _summary(data: dict) -> str:
+    out = "| scenario | verdict | requests | lost | SDK failures | claims failed | run |\n"
+    out += "| --- | --- | --- | --- | --- | --- | --- |\n"
+    for name in TITLES_ORDER:
+        if name not in data:
+            continue
+        e = data[name]
+        loads = [v for v in e["figures"].values() if _is_load(v)]
+        sent = sum(f["sent"] for f in loads) or e["figures"].get("requests", "–")
+        lost = sum(f["lost"] for f in loads) if loads else "–"
+        sdk = sum(f["sdk_failures"] for f in loads) if loads else "–"
+        failed = sum(not ok for _, ok in e["claims"])
+        out += f"| {e['title']} | {_verdict(e)} | {sent} | {lost} | {sdk} | {failed} "
+        out += f"| {e['date']}, `{e['commit']}` |\n"
+    return out
+
+
 def render(data: dict) -> str:
-    out = (
-        HEADER + "\n## Runs\n\n| command | date | commit | wall time |\n| --- | --- | --- | --- |\n"
-    )
+    out = HEADER.replace("{not_run}", NOT_RUN) + "\n## Summary\n\n" + _summary(data)
+    out += "\nRuns (wall time includes starting and restarting the engines):\n\n"
+    out += "| command | date | commit | wall time |\n| --- | --- | --- | --- |\n"
     for command, run in data.get("_runs", {}).items():
         out += f"| `{command}` | {run['date']} | `{run['commit']}` | {run['wall_seconds']} s |\n"
     out += "\n"
     for name in TITLES_ORDER:
         if name in data:
-            out += _section(name, data[name])
+            out += _section(data[name])
     return out.rstrip("\n") + "\n"
