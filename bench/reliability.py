@@ -80,11 +80,11 @@ def run(names: list[str], log=print) -> tuple[list[Result], dict]:
             if name not in names:
                 continue
             needed = [stress.STRESSED] if name in ONE_REPLICA else list(topo.replicas)
-            for replica in [r for r in needed if r in restarting]:
-                seconds = topo.replicas[replica].wait_ready_since_start()
-                restarting.pop(replica).figures[f"restart_{replica}_seconds"] = seconds
-                log(f"  replica {replica} back after {seconds} s")
-            result = asyncio.run(_one(topo, name, scenario))
+            if problem := _ready(topo, needed, restarting, log):
+                result = Result(name, name)  # the deployment is not there to test
+                result.check(problem, False)
+            else:
+                result = asyncio.run(_one(topo, name, scenario))
             results.append(result)
             _log(result, log)
             if name != names[-1]:
@@ -93,6 +93,25 @@ def run(names: list[str], log=print) -> tuple[list[Result], dict]:
     run_info["wall_seconds"] = round(time.monotonic() - t0, 1)
     log(f"wall time {run_info['wall_seconds']} s")
     return results, run_info
+
+
+def _ready(topo: Topology, needed: list[str], restarting: dict, log) -> str | None:
+    """Wait until the `needed` replicas serve (one a scenario left half-started is started
+    again); what went wrong, or None."""
+    for replica in needed:
+        rep = topo.replicas[replica]
+        try:
+            if not rep.alive:
+                rep.stop(5)
+                rep.start()
+            seconds = rep.wait_ready_since_start()
+        except RuntimeError as e:
+            rep.stop(5)
+            return f"replica {replica} was ready to test ({str(e).splitlines()[0]})"
+        if replica in restarting:
+            restarting.pop(replica).figures[f"restart_{replica}_seconds"] = seconds
+            log(f"  replica {replica} back after {seconds} s")
+    return None
 
 
 def _log(result: Result, log) -> None:
