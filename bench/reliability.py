@@ -129,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="record figures, rewrite the doc")
     args = ap.parse_args(argv)
     names = selected(args.scenarios)
+    command = "python bench/reliability.py --write " + " ".join(args.scenarios)
+    when = reliability_doc.stamp(command.strip())  # the code that runs, not what is there after
     results, run_info = run(names)
     if args.write:
-        command = "python bench/reliability.py --write " + " ".join(args.scenarios)
-        reliability_doc.record(results, run_info, command.strip())
+        reliability_doc.record(results, run_info, when)
     return 0 if all(r.passed or r.skipped for r in results) else 1
 
 

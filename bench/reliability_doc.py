@@ -39,10 +39,11 @@ def stamp(command: str) -> dict:
     }
 
 
-def record(results: list, run_info: dict, command: str, path: Path = RESULTS) -> None:
-    """Merge these results into the JSON record and rewrite the doc."""
+def record(results: list, run_info: dict, when: dict, path: Path = RESULTS) -> None:
+    """Merge these results (run as `when`, a `stamp` taken before the run) into the JSON
+    record and rewrite the doc."""
     data = json.loads(path.read_text()) if path.exists() else {}
-    when = stamp(command)
+    command = when["command"]
     for r in results:
         data[r.name] = {**asdict(r), "passed": r.passed, **when}
     data.setdefault("_runs", {})[command] = {**run_info, **when}
