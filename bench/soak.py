@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("seconds", nargs="?", type=float, default=600.0, help="default 600")
     ap.add_argument("--write", action="store_true", help="record figures, rewrite the doc")
     args = ap.parse_args(argv)
+    shortened = "" if args.seconds == 600 else f" {args.seconds:g}"
+    when = reliability_doc.stamp("python bench/soak.py --write" + shortened)
     t0 = time.monotonic()
     with Topology() as topo:
         result = asyncio.run(Soak(topo, args.seconds).run())
@@ -143,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'ok  ' if ok else 'FAIL'} {claim}")
     print(result.figures)
     if args.write:
-        command = "python bench/soak.py --write" + (
-            "" if args.seconds == 600 else f" {args.seconds:g}"
-        )
-        reliability_doc.record([result], {"wall_seconds": result.seconds}, command)
+        reliability_doc.record([result], {"wall_seconds": result.seconds}, when)
     return 0 if result.passed else 1
 
 
