@@ -11,6 +11,7 @@ import json
 import re
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
@@ -115,10 +116,20 @@ async def redis_outage(topo: Topology) -> Result:
     r.figures["load"] = t = tally(load.outcomes)
     r.check(f"lost requests: {t['lost']} (must be 0)", t["lost"] == 0)
     refused = [o for o in load.outcomes if not o.ok]
+    got = dict(Counter(f"{o.status} {o.code}" for o in refused))
     r.check(
-        f"every request refused during the outage was a 503 with Retry-After ({len(refused)})",
+        f"every request refused during the outage was a 503 with Retry-After: {got}",
         all(o.status == "503" and o.retry_after for o in refused),
     )
+    if any(o.status == "502" for o in refused):
+        r.notes.append(
+            "The 502s are nginx's own (`no live upstreams` in its log): every replica had "
+            "answered 503, and with `http_503` in `proxy_next_upstream` a 503 counts as a "
+            "failed attempt, so nginx's default `max_fails=1 fail_timeout=10s` takes each "
+            "replica out of rotation for up to 10 s. `max_fails=0` on the upstream servers "
+            "passes the replicas' 503 + Retry-After through instead (tests/test_reliability.py "
+            "pins this as a known failure)."
+        )
     answers = [(o.status, o.retry_after) for per in outage for o in per]
     r.figures["direct_during_outage"] = [f"{s} retry-after={ra}" for s, ra in answers]
     r.check(
