@@ -89,14 +89,12 @@ async def deadlines(topo: Topology, name: str = STRESSED) -> Result:
     if not needs(topo, r, "--request-timeout"):
         return r
     rep = topo.replicas[name]
-    # generating too long: a deadline halfway through the generation of the whole context,
-    # timed on this machine now (one stream: its first event, its end)
-    (probe,) = await burst(rep.url, topo.model, 1, LONG, stream_only=True)
-    deadline = round(probe.first_s + (probe.seconds - probe.first_s) / 2, 3)
-    r.figures["unloaded_first_event_and_total_s"] = [
-        round(probe.first_s, 3),
-        round(probe.seconds, 3),
-    ]
+    # generating too long: a deadline halfway through generating the whole context, timed
+    # on this machine now. (A stream's first event is no clock: on a starved CPU vLLM's front
+    # end hands out a stream's tokens in a few large bursts.)
+    (probe,) = await burst(rep.url, topo.model, 1, LONG)
+    deadline = round(probe.seconds / 2, 3)
+    r.figures["unloaded_request_s"] = round(probe.seconds, 3)
     r.figures["generation_deadline_s"] = deadline
     slow = await burst(rep.url, topo.model, 2, LONG, {"X-Request-Timeout": str(deadline)})
     r.figures["generating"] = [
