@@ -32,16 +32,12 @@ async def burst(
     n: int,
     max_tokens: int,
     headers: dict | None = None,
-    stream_only: bool = False,
 ) -> list:
     """`n` raw requests at once, streams and not alternating."""
     limits = httpx.Limits(max_connections=n)
     async with httpx.AsyncClient(timeout=120, headers=AUTH, limits=limits) as c:
         return await asyncio.gather(
-            *(
-                raw_request(c, url, model, stream_only or i % 2 == 1, max_tokens, headers or {})
-                for i in range(n)
-            )
+            *(raw_request(c, url, model, i % 2 == 1, max_tokens, headers or {}) for i in range(n))
         )
 
 
