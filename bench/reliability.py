@@ -23,7 +23,7 @@ from bench import reliability_doc, scenarios, stress
 from bench.scenarios import Result
 from bench.topology import Topology
 
-SCENARIO_TIMEOUT = 1200  # s; the rolling update restarts two engines (~1-5 min each here)
+SCENARIO_TIMEOUT = 2000  # s; the rolling update restarts two engines (READY_TIMEOUT each)
 
 Scenario = Callable[[Topology], Awaitable[Result]]
 # In running order. A replica a scenario killed restarts at once, in the background: the
