@@ -58,7 +58,7 @@ async def _one(topo: Topology, name: str, scenario: Scenario) -> Result:
     try:
         result = await asyncio.wait_for(scenario(topo), SCENARIO_TIMEOUT)
     except Exception as e:  # a scenario that broke is a failed claim, and the rest still run
-        result = Result(name, (scenario.__doc__ or name).split(".")[0].split("\n")[0])
+        result = Result(name, " ".join((scenario.__doc__ or name).split()).split(": ")[0])
         why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         result.check(f"the scenario ran to its end (it raised {why})", False)
     result.seconds = round(time.monotonic() - t0, 1)
