@@ -7,6 +7,7 @@ every concurrency slot free). With --write the figures go to docs/RELIABILITY.md
 
 import argparse
 import asyncio
+import os
 import random
 import re
 import sys
@@ -90,6 +91,7 @@ class Soak:
 
     async def run(self) -> Result:
         r = Result("soak", f"Soak: {self.seconds:.0f} s of mixed traffic on two replicas")
+        load0 = os.getloadavg()[0]
         t0 = time.monotonic()
         until = t0 + self.seconds
         tasks = [asyncio.create_task(self.worker(until)) for _ in range(WORKERS)]
@@ -101,6 +103,7 @@ class Soak:
         rss1 = {n: rep.rss_mib() for n, rep in self.topo.replicas.items()}
         self.report(r, rss0, rss1, idle)
         r.figures["slots"] = await exactly_slots_admitted(self.topo, r)
+        r.figures["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
         return r
 
     def report(self, r: Result, rss0: dict, rss1: dict, idle: float | None) -> None:
