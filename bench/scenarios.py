@@ -78,6 +78,20 @@ def engines_idle(*replicas: Replica) -> bool:
     return all(r.engine_busy() == 0 for r in replicas)
 
 
+def explain_502s(r: Result, outcomes: list[Outcome]) -> None:
+    """nginx's own 502s get a note saying where they come from."""
+    if any(o.status == "502" for o in outcomes):
+        r.notes.append(
+            "The 502s are nginx's own (`no live upstreams` in its log): with `http_503` in "
+            "`proxy_next_upstream` a 503 counts as a failed attempt, so nginx's default "
+            "`max_fails=1 fail_timeout=10s` takes a replica that answered 503 (Redis down, "
+            "still loading after a restart, full) out of rotation for up to 10 s; when the "
+            "other one is out too, nothing is left. `max_fails=0` on the upstream servers "
+            "passes the replicas' 503 + Retry-After through instead "
+            "(tests/test_reliability.py pins this as a known failure)."
+        )
+
+
 def lost_and_failures(r: Result, load: dict, *, sdk: bool = True, raw: bool = True) -> None:
     r.check(f"lost requests: {load['lost']} (must be 0)", load["lost"] == 0)
     if sdk:
@@ -121,15 +135,7 @@ async def redis_outage(topo: Topology) -> Result:
         f"every request refused during the outage was a 503 with Retry-After: {got}",
         all(o.status == "503" and o.retry_after for o in refused),
     )
-    if any(o.status == "502" for o in refused):
-        r.notes.append(
-            "The 502s are nginx's own (`no live upstreams` in its log): every replica had "
-            "answered 503, and with `http_503` in `proxy_next_upstream` a 503 counts as a "
-            "failed attempt, so nginx's default `max_fails=1 fail_timeout=10s` takes each "
-            "replica out of rotation for up to 10 s. `max_fails=0` on the upstream servers "
-            "passes the replicas' 503 + Retry-After through instead (tests/test_reliability.py "
-            "pins this as a known failure)."
-        )
+    explain_502s(r, load.outcomes)
     answers = [(o.status, o.retry_after) for per in outage for o in per]
     r.figures["direct_during_outage"] = [f"{s} retry-after={ra}" for s, ra in answers]
     r.check(
@@ -203,6 +209,7 @@ async def replica_killed(topo: Topology, name: str = "a") -> Result:
     await asyncio.to_thread(rep.stop, 5)  # what the kill left of its group
     await task
     r.figures["load"] = tally(load.outcomes)
+    explain_502s(r, load.outcomes)
     r.figures["in_flight_on_killed_replica"] = busy
     plain = [o for o in load.outcomes if not o.stream]
     r.check(
@@ -249,6 +256,7 @@ async def replica_stopped(topo: Topology, name: str = "b") -> Result:
     await task
     await asyncio.to_thread(rep.stop, 5)
     r.figures["load"] = t = tally(load.outcomes)
+    explain_502s(r, load.outcomes)
     r.figures |= {"in_flight_at_sigterm": busy, "exit_code": code, "exit_seconds": exit_s}
     lost_and_failures(r, t)
     cut = sum(o.status == "cut" for o in load.outcomes)
@@ -331,6 +339,7 @@ async def engine_death(topo: Topology, name: str = "a") -> Result:
     await task
     await asyncio.to_thread(rep.stop, 5)
     r.figures["load"] = tally(load.outcomes)
+    explain_502s(r, load.outcomes)
     r.figures |= {"ready_503_after_s": to_503, "exit_code": code, "exit_seconds": exit_s}
     ended = [o for o in load.outcomes if o.lost]
     with_error = [o for o in ended if o.status == "200" and o.code]
@@ -396,6 +405,7 @@ async def rolling_update(topo: Topology) -> Result:
     done.set()
     await asyncio.gather(*tasks)
     r.figures["alias"] = t = tally(alias.outcomes)
+    explain_502s(r, alias.outcomes + pinned.outcomes)
     r.figures["pinned"] = tally(pinned.outcomes)
     lost_and_failures(r, t)
     models = sorted({o.model for o in alias.outcomes if o.ok})
