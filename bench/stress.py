@@ -1,0 +1,179 @@
+"""One replica under stress, addressed directly (no nginx, no retries): a burst beyond its
+admission backlog, deadlines, and a storm of clients that vanish. Each checks afterwards that
+nothing is left inside the engine (vLLM's running + waiting back to 0)."""
+
+import asyncio
+import random
+import time
+
+import httpx
+
+from bench.scenarios import Result, engines_idle, needs, wait_until
+from bench.topology import CLIENT_KEY, Topology
+from bench.traffic import body, percentile, raw_request, tally
+
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+STRESSED = "b"  # the replica these scenarios address (the other may be restarting meanwhile)
+BACKLOG = 8  # --max-queued-requests of the stressed replica (the runner starts it so)
+LONG = 120  # tokens: nearly the demo's whole context
+
+
+def stress_flags(flags: set[str]) -> list[str]:
+    """The stressed replica's flags: a small backlog and a small batch, so that queues form."""
+    out = ["--max-num-seqs", "4"]
+    if "--max-queued-requests" in flags:
+        out += ["--max-queued-requests", str(BACKLOG)]
+    return out
+
+
+async def burst(
+    url: str,
+    model: str,
+    n: int,
+    max_tokens: int,
+    headers: dict | None = None,
+) -> list:
+    """`n` raw requests at once, streams and not alternating."""
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(timeout=120, headers=AUTH, limits=limits) as c:
+        return await asyncio.gather(
+            *(raw_request(c, url, model, i % 2 == 1, max_tokens, headers or {}) for i in range(n))
+        )
+
+
+async def admission_burst(topo: Topology, name: str = STRESSED) -> Result:
+    n = 10 * BACKLOG
+    r = Result("admission", f"Admission burst: {n} requests at once, backlog {BACKLOG}")
+    if not needs(topo, r, "--max-queued-requests"):
+        return r
+    rep = topo.replicas[name]
+    before = rep.metrics()
+    got = await burst(rep.url, topo.model, n, 64)
+    idle = await wait_until(lambda: engines_idle(rep), 10)
+    after = rep.metrics()
+    r.figures["load"] = t = tally(got)
+    statuses = set(t["statuses"])
+    r.check(f"only 200 and 503: {t['statuses']}", statuses <= {"200", "503"})
+    refused = [o for o in got if o.status == "503"]
+    r.check(
+        f"every 503 ({len(refused)}) is server_overloaded with Retry-After and retry-after-ms",
+        all(o.code == "server_overloaded" and o.retry_after and o.retry_after_ms for o in refused),
+    )
+    ok = [o for o in got if o.status == "200"]
+    r.check(
+        f"every 200 ({len(ok)}) complete: 64 tokens, finish_reason length, stream [DONE]",
+        all(o.ok and o.tokens == 64 and o.finish_reason == "length" for o in ok),
+    )
+    engine_seen = after.get("vllm:request_success_total", 0) - before.get(
+        "vllm:request_success_total", 0
+    )
+    r.figures["engine_requests"] = engine_seen
+    r.check(
+        f"the refused never reached the engine: it finished {engine_seen:.0f} = the 200s",
+        engine_seen == len(ok),
+    )
+    r.figures["refusal_p95_s"] = percentile([o.seconds for o in refused], 0.95)
+    r.figures["idle_after_s"] = idle
+    r.check(f"engine running + waiting back to 0 (after {idle} s)", idle is not None)
+    return r
+
+
+async def deadlines(topo: Topology, name: str = STRESSED) -> Result:
+    """X-Request-Timeout: too long in the queue -> 503 queue_timeout; too long generating ->
+    200 with the text so far and finish_reason "timeout", the engine request aborted."""
+    r = Result("deadlines", "Deadlines (X-Request-Timeout)")
+    if not needs(topo, r, "--request-timeout"):
+        return r
+    rep = topo.replicas[name]
+    # generating too long: a deadline halfway through generating the whole context, timed
+    # on this machine now. (A stream's first event is no clock: on a starved CPU vLLM's front
+    # end hands out a stream's tokens in a few large bursts.)
+    (probe,) = await burst(rep.url, topo.model, 1, LONG)
+    deadline = round(probe.seconds / 2, 3)
+    r.figures["unloaded_request_s"] = round(probe.seconds, 3)
+    r.figures["generation_deadline_s"] = deadline
+    slow = await burst(rep.url, topo.model, 2, LONG, {"X-Request-Timeout": str(deadline)})
+    r.figures["generating"] = [
+        {"stream": o.stream, "status": o.status, "finish_reason": o.finish_reason,
+         "tokens": o.tokens, "seconds": round(o.seconds, 2)}
+        for o in slow
+    ]  # fmt: skip
+    r.check(
+        "generating past the deadline: 200, finish_reason timeout, the text so far "
+        f"({[o.tokens for o in slow]} of {LONG} tokens)",
+        all(
+            o.status == "200" and o.finish_reason == "timeout" and 0 < (o.tokens or 0) < LONG
+            and len(o.text) == o.tokens
+            for o in slow
+        ),
+    )  # fmt: skip
+    idle = await wait_until(lambda: engines_idle(rep), 5)
+    r.check(f"the engine request was aborted (engine idle after {idle} s)", idle is not None)
+    # waiting too long: the batch (--max-num-seqs 4) is full of long requests
+    fill = asyncio.create_task(burst(rep.url, topo.model, 8, LONG))
+    await asyncio.sleep(0.3)
+    late = await burst(rep.url, topo.model, 2, 8, {"X-Request-Timeout": "0.5"})
+    await fill
+    r.figures["queued"] = [
+        {"stream": o.stream, "status": o.status, "code": o.code, "seconds": round(o.seconds, 2)}
+        for o in late
+    ]
+    r.check(
+        "waiting in the queue past the deadline: 503 queue_timeout with Retry-After "
+        f"({[(o.status, o.code) for o in late]})",
+        all(o.status == "503" and o.code == "queue_timeout" and o.retry_after for o in late),
+    )
+    idle = await wait_until(lambda: engines_idle(rep), 10)
+    r.check(f"engine running + waiting back to 0 (after {idle} s)", idle is not None)
+    return r
+
+
+async def _vanish(url: str, model: str, i: int) -> str:
+    """One client that leaves: a stream after its first event, a plain request after a random
+    0.05-1 s (queued, or generating). Its own connection, closed when it goes."""
+    stream = i % 2 == 0
+    patience = random.uniform(0.05, 1.0)
+    async with httpx.AsyncClient(timeout=patience, headers=AUTH) as c:
+        try:
+            req = c.build_request("POST", url + "/v1/completions", json=body(model, stream, LONG))
+            r = await c.send(req, stream=True)
+            if r.status_code != 200:
+                await r.aclose()
+                return f"refused {r.status_code}"
+            if not stream:
+                await r.aread()
+                return "completed"
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    break
+            await r.aclose()
+            return "left mid-stream"
+        except httpx.TimeoutException:
+            return "left before its answer"
+
+
+async def disconnect_storm(topo: Topology, name: str = STRESSED, clients: int = 200) -> Result:
+    r = Result("disconnect", f"Disconnect storm: {clients} clients vanish mid-stream and mid-queue")
+    rep = topo.replicas[name]
+    gate = asyncio.Semaphore(50)  # at most 50 connections at a time
+
+    async def one(i: int) -> str:
+        async with gate:
+            return await _vanish(rep.url, topo.model, i)
+
+    t0 = time.monotonic()
+    what = await asyncio.gather(*(one(i) for i in range(clients)))
+    r.figures["storm_seconds"] = round(time.monotonic() - t0, 1)
+    r.figures["clients"] = {k: what.count(k) for k in sorted(set(what))}
+    busy_at_end = rep.engine_busy()
+    idle = await wait_until(lambda: engines_idle(rep), 10)
+    r.figures |= {"engine_busy_when_last_left": busy_at_end, "idle_after_s": idle}
+    r.check(
+        f"engine running + waiting back to 0 within 1.5 s of the last client leaving ({idle} s)",
+        idle is not None and idle <= 1.5,
+    )
+    unfinished = rep.metrics().get("nanoserve_engine_requests_unfinished")
+    r.check(f"nanoserve_engine_requests_unfinished = {unfinished}", unfinished == 0)
+    after = await burst(rep.url, topo.model, 2, 16)
+    r.check("the replica serves normally afterwards", all(o.ok for o in after))
+    return r

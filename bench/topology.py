@@ -1,0 +1,293 @@
+"""The deployment the reliability scenarios break: a real nginx running the project's own
+deploy/nginx/nginx.conf, two nanoserve replicas on the demo model, a real Redis. All on loopback.
+
+Every process is started here and ended here by its own PID (bench/procs.py's ServerProcess for
+the replicas); Redis and the replicas can be stopped and started again on the same port, since
+nginx's upstream list is read once, when it starts.
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.procs import ROOT, ServerProcess, free_port
+
+DEMO = ROOT / "examples" / "shakespeare_char"
+NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
+LOGS = ROOT / "bench" / "results" / "raw" / "reliability"  # git-ignored
+READY_TIMEOUT = 900  # s; an engine start takes 1-2 min on 2 cores, 7+ min when others load them
+CLIENT_KEY, METRICS_KEY, SLOTS_KEY, LIMITED_KEY = "sk-client", "sk-prom", "sk-slots", "sk-limited"
+SLOTS = 4  # the `slots` caller's concurrency limit: what a leaked slot would take away
+LIMITED_RPM = 20  # the `limited` caller's requests per window (the soak's 429s)
+KEYS = f"""\
+client   {CLIENT_KEY}
+prom     {METRICS_KEY}    metrics
+slots    {SLOTS_KEY}    concurrency={SLOTS}
+limited  {LIMITED_KEY}    rpm={LIMITED_RPM}
+"""
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def server_flags() -> set[str]:
+    """The flags this checkout's server knows: scenarios that need a newer one say so."""
+    out = subprocess.run(
+        [sys.executable, "-m", "server", "--help"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    return set(re.findall(r"--[a-z][a-z0-9-]+", out.stdout))
+
+
+class Redis:
+    """redis-server on loopback without persistence; `stop` and `start` keep its port."""
+
+    def __init__(self, workdir: Path):
+        self.port, self.workdir, self.proc = free_port(), workdir, None
+        self.url = f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        cmd += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, 20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class Nginx:
+    """deploy/nginx/nginx.conf with only its listen port, upstream servers and pid file changed
+    (and private temp directories), so what is tested is the shipped configuration."""
+
+    def __init__(self, workdir: Path, upstream_ports: list[int]):
+        self.port, self.workdir = free_port(), workdir
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.conf = workdir / "nginx.conf"
+        self.conf.write_text(self.templated(NGINX_CONF.read_text(), upstream_ports))
+        self.proc: subprocess.Popen | None = None
+
+    def templated(self, conf: str, upstream_ports: list[int]) -> str:
+        temp = ""  # nginx's workers (user nobody) write request bodies there; keep them private
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            path = self.workdir / f"{kind}_temp"
+            path.mkdir(mode=0o777, exist_ok=True)
+            path.chmod(0o777)
+            temp += f"    {kind}_temp_path {path};\n"
+        servers = "".join(f"server 127.0.0.1:{p};\n        " for p in upstream_ports)
+        replaced = [
+            (r"(?m)^pid .*;", f"pid {self.workdir / 'nginx.pid'};"),
+            (r"server nanoserve:8000;\n\s*", servers),
+            (r"listen 8080;", f"listen 127.0.0.1:{self.port};"),
+            (r"(?m)^http \{\n", "http {\n" + temp),
+        ]
+        for pattern, new in replaced:
+            conf, n = re.subn(pattern, new, conf)
+            assert n == 1, f"deploy/nginx/nginx.conf changed: {pattern!r} matched {n} times"
+        return conf
+
+    def start(self) -> None:
+        log = (self.workdir / "nginx.log").open("wb")
+        cmd = ["/usr/sbin/nginx", "-p", str(self.workdir), "-e", str(self.workdir / "error.log")]
+        cmd += ["-c", str(self.conf), "-g", "daemon off;"]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        wait_port(self.port, 20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # the master ends its own workers
+            self.proc.wait(20)
+
+
+class Replica:
+    """One nanoserve on a fixed port, started again (same port, maybe new flags) after it died."""
+
+    def __init__(self, name: str, port: int, workdir: Path, model_args: list[str]):
+        self.name, self.port, self.workdir = name, port, workdir
+        self.url = f"http://127.0.0.1:{port}"
+        self.model_args = model_args  # MODEL, cache and names: what a rolling update changes
+        self.extra: list[str] = []
+        self.server: ServerProcess | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Launch (not yet ready: `wait_ready`)."""
+        self.starts += 1
+        self.launched = time.monotonic()
+        cmd = [sys.executable, "-m", "server", *self.model_args, *self.extra]
+        cmd += ["--port", str(self.port), "--host", "127.0.0.1"]
+        env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": str(ROOT)}
+        log = self.workdir / f"{self.name}-{self.starts}.log"
+        self.server = ServerProcess(cmd, self.port, log, env=env, name=self.name)
+
+    def wait_ready(self) -> float:
+        assert self.server is not None
+        return self.server.wait_ready(READY_TIMEOUT)
+
+    def wait_ready_since_start(self) -> float:
+        """Seconds from launch to ready (the launch may have been a while ago)."""
+        self.wait_ready()
+        return round(time.monotonic() - self.launched, 1)
+
+    @property
+    def alive(self) -> bool:
+        return self.server is not None and self.server.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.server is not None
+        return self.server.proc.pid
+
+    def stop(self, grace: float = 60) -> int | None:
+        return self.server.stop(grace) if self.server is not None else None
+
+    def engine_core(self) -> psutil.Process:
+        """vLLM's engine core: the child process that holds the model and the scheduler."""
+        children = psutil.Process(self.pid).children(recursive=True)
+        cores = [p for p in children if "EngineCore" in " ".join([p.name(), *p.cmdline()])]
+        assert cores, f"no EngineCore among {[(p.pid, p.name()) for p in children]}"
+        return cores[0]
+
+    def rss_mib(self) -> float:
+        """Resident memory of the replica and every process under it (the engine core)."""
+        procs = [psutil.Process(self.pid), *psutil.Process(self.pid).children(recursive=True)]
+        total = 0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += p.memory_info().rss
+        return total / 2**20
+
+    def metrics(self) -> dict[str, float]:
+        """This replica's /metrics, summed over labels: {sample name: value}."""
+        r = httpx.get(
+            self.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"}, timeout=5
+        )
+        r.raise_for_status()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(r.text):
+            for s in family.samples:
+                out[s.name] = out.get(s.name, 0.0) + s.value
+        return out
+
+    def engine_busy(self) -> float:
+        """Requests inside the engine: vLLM's running + waiting."""
+        m = self.metrics()
+        return m.get("vllm:num_requests_running", 0.0) + m.get("vllm:num_requests_waiting", 0.0)
+
+    def ready_status(self) -> int | None:
+        try:
+            return httpx.get(self.url + "/ready", timeout=2).status_code
+        except httpx.HTTPError:
+            return None
+
+
+class Topology:
+    """Redis, replicas `a` and `b`, nginx in front. `with` it: everything ends at exit."""
+
+    def __init__(self, replica_flags: dict[str, list[str]] | None = None, workdir=None):
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="nanoserve-rel-")
+        self.workdir = Path(workdir or self._tmp.name)
+        self.keyfile = self.workdir / "keys.txt"
+        self.keyfile.write_text(KEYS)
+        self.keyfile.chmod(0o600)
+        self.cache = self.workdir / "cache"
+        self.redis = Redis(self.workdir)
+        self.flags = server_flags()
+        self.model = "shakespeare" if "--model-alias" in self.flags else "shakespeare-v1"
+        flags = replica_flags or {"a": [], "b": []}
+        self.replicas = {}
+        for name, extra in flags.items():
+            r = Replica(name, free_port(), self.workdir, self.model_args("shakespeare-v1"))
+            r.extra = extra
+            self.replicas[name] = r
+        self.nginx = Nginx(self.workdir, [r.port for r in self.replicas.values()])
+
+    def model_args(self, served: str) -> list[str]:
+        """MODEL and the flags every replica gets; `served` is its versioned model name."""
+        args = [str(DEMO), "--cache-dir", str(self.cache), "--cpu-kvcache-space", "1"]
+        args += ["--api-key-file", str(self.keyfile), "--ratelimit-storage", self.redis.url]
+        args += ["--log-format", "json", "--served-model-name", served]
+        if "--model-alias" in self.flags:
+            args += ["--model-alias", "shakespeare"]
+        return args
+
+    def __enter__(self) -> "Topology":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.redis.start()
+        self._convert_once()
+        self.heal()
+        self.nginx.start()
+
+    def _convert_once(self) -> None:
+        # both replicas would otherwise convert the checkpoint into the same cache directory at
+        # once; the server's own resolver, run here first, leaves them a finished conversion
+        from server.model_source import resolve
+
+        with contextlib.chdir(ROOT):  # the cache key includes the working directory
+            resolve(str(DEMO), self.cache)
+
+    def restart_dead(self) -> list[str]:
+        """Launch again every replica whose process ended; their names (not yet ready)."""
+        dead = [name for name, r in self.replicas.items() if not r.alive]
+        for name in dead:
+            self.replicas[name].stop(5)  # what is left of its process group
+            self.replicas[name].start()
+        return dead
+
+    def heal(self) -> float:
+        """Start every replica that is not running, together; seconds until all are ready."""
+        t0 = time.monotonic()
+        down = [r for r in self.replicas.values() if not r.alive]
+        for r in down:
+            r.start()
+        with ThreadPoolExecutor(len(down) or 1) as pool:
+            list(pool.map(Replica.wait_ready, down))
+        return time.monotonic() - t0
+
+    def stop(self) -> None:
+        self.nginx.stop()
+        for r in self.replicas.values():
+            r.stop(grace=30)
+        self.redis.stop()
+        self._keep_logs()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def _keep_logs(self) -> None:
+        """nginx's and the replicas' logs of the last run, for whoever reads a failure."""
+        LOGS.mkdir(parents=True, exist_ok=True)
+        for old in LOGS.glob("*.log"):
+            old.unlink()
+        for log in self.workdir.glob("*.log"):
+            shutil.copy(log, LOGS / log.name)
