@@ -95,10 +95,11 @@ class Nginx:
             path.mkdir(mode=0o777, exist_ok=True)
             path.chmod(0o777)
             temp += f"    {kind}_temp_path {path};\n"
-        servers = "".join(f"server 127.0.0.1:{p};\n        " for p in upstream_ports)
+        # each replica keeps the shipped server line's parameters (max_fails=0)
+        servers = "".join(f"server 127.0.0.1:{p}\\1;\n        " for p in upstream_ports)
         replaced = [
             (r"(?m)^pid .*;", f"pid {self.workdir / 'nginx.pid'};"),
-            (r"server nanoserve:8000;\n\s*", servers),
+            (r"server nanoserve:8000((?: [^;]*)?);\n\s*", servers),
             (r"listen 8080;", f"listen 127.0.0.1:{self.port};"),
             (r"(?m)^http \{\n", "http {\n" + temp),
         ]

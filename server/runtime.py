@@ -115,7 +115,12 @@ class Runtime:
             "draining": "This replica is shutting down; retry on another.",
             "dead": "The inference engine stopped; retry on another replica.",
         }
-        raise unavailable(reasons.get(self.phase, "Not ready."), retry_after=5)
+        error = unavailable(reasons.get(self.phase, "Not ready."), retry_after=5)
+        if self.phase == "draining":
+            # close the connection after this answer: a proxy that keeps reusing its idle
+            # keep-alive connections to us would get 503s here until the drain times out
+            error.headers["Connection"] = "close"
+        raise error
 
     async def stop(self) -> None:
         if self.phase != "dead":

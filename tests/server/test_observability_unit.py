@@ -108,6 +108,9 @@ def test_rejections_are_counted_by_reason_once_each(keyfile, caplog):
             "rate_limit_rpm": [429],
             "overload": [503],
         }
+        # a draining replica's 503 closes the connection, so a proxy stops reusing it
+        assert sent["overload"][0].headers["connection"] == "close"
+        assert sent["rate_limit_rpm"][0].headers.get("connection") != "close"
         for reason in REJECTION_REASONS:
             want = len(sent.get(reason, []))
             got = sample(c, "nanoserve_rejections_total", {"reason": reason})
