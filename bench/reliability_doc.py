@@ -90,8 +90,9 @@ completed requests; the load average is the machine's, other people's work inclu
   503; requests already on it finish, streams included. Its idle keep-alive connections are
   closed (measured below), and a request that still reaches it on an open connection gets 503 +
   `Retry-After`; nginx retries both on another replica (`proxy_next_upstream error ... http_503
-  non_idempotent`). It exits 0 when the last request is done, at the latest after
-  `--graceful-shutdown-timeout`.
+  non_idempotent`). It exits 0 when the last request is done; requests still open 2 s before
+  `--graceful-shutdown-timeout` end by their deadline. (Measured below: the exit itself, engine
+  shutdown included, can take longer than that timeout.)
 - **A replica that dies (SIGKILL, OOM, node loss)**: requests that had not received a byte are
   retried by nginx on another replica, so neither client sees them fail. **Streams that were
   mid-flight on it are cut** (no `[DONE]`): their tokens were delivered, so no proxy or SDK can
@@ -103,9 +104,10 @@ completed requests; the load average is the machine's, other people's work inclu
   `--ratelimit-fail-open`; once Redis is back, requests succeed without restarting anything.
 - **Rolling model update**: each version is served under a versioned `--served-model-name`
   (`shakespeare-v1`, `shakespeare-v2`) plus a stable `--model-alias` (`shakespeare`). Responses
-  name the version that answered. Clients of the alias never fail during the roll; clients that
-  pin a version get it while any replica serves it, then 404 `model_not_found` — never silently
-  another version.
+  name the version that answered. By design, clients of the alias never fail during the roll;
+  clients that pin a version get it while any replica serves it, then 404 `model_not_found` —
+  never silently another version. (The measured roll has not yet run to its end: see its
+  section below.)
 - **Overload**: beyond `--max-queued-requests` / `--max-queued-tokens`, an immediate 503
   `server_overloaded` with `Retry-After` and `retry-after-ms`, without touching the engine.
   `X-Request-Timeout` (capped by `--request-timeout`): no first token in time is a 503

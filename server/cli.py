@@ -84,14 +84,14 @@ def load_settings(argv: list[str]) -> Settings:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, plus: SIGTERM flips /ready to 503 at once (draining) before in-flight requests
-    finish."""
+    """uvicorn, plus: SIGTERM flips /ready to 503 at once (draining), and requests still open
+    near the graceful-shutdown timeout end by their deadline rather than being cut."""
 
     runtime = None
 
     def handle_exit(self, sig, frame) -> None:
-        if self.runtime is not None and self.runtime.phase == "ready":
-            self.runtime.phase = "draining"
+        if self.runtime is not None:
+            self.runtime.drain(self.config.timeout_graceful_shutdown or 0)
         super().handle_exit(sig, frame)
 
 

@@ -31,7 +31,7 @@ class Shape:
     choice: Callable[..., dict]
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself, not its fields: the service keeps a set of them
 class Job:
     """One admitted request: its engine work, who pays for it, and what it has used so far."""
 
@@ -51,6 +51,7 @@ class Job:
     settled: bool = False  # usage charged and unused tokens given back (exactly once)
     deadline: float = math.inf  # perf_counter; past it the job ends (service._within_deadline)
     queued: bool = False  # in the service's backlog: admitted, no engine output yet
+    timers: set = field(default_factory=set)  # the asyncio.Timeouts waiting on the engine now
     first_token_at: float | None = None  # perf_counter
     last_token_at: float | None = None
     gaps: list[tuple[float, int]] = field(default_factory=list)  # streams: (s per token, tokens)

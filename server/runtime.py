@@ -8,6 +8,7 @@ runs the same kind of watchdog: a dead engine core never comes back by itself.
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from nanoserve import __version__
@@ -20,6 +21,9 @@ from .service import CompletionService
 log = logging.getLogger("nanoserve.runtime")
 
 WATCH_SECONDS = 1.0  # how often the engine's pulse is taken
+# A drain ends the requests still open this long before the graceful-shutdown timeout, so that
+# they finish the documented way and their answers get out before uvicorn stops waiting.
+DRAIN_MARGIN_SECONDS = 2.0
 DEAD_GRACE_SECONDS = 2.0  # time open streams get to send their error event before exit
 
 
@@ -43,6 +47,7 @@ class Runtime:
         self._service: CompletionService | None = None
         self.phase = "starting"
         self._tasks: list[asyncio.Task] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         metrics.ready.set_function(lambda: float(self.serving))  # read at each scrape
 
     @property
@@ -56,7 +61,18 @@ class Runtime:
         return self.ready and self.engine is not None and not self.engine.dead
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self._start_engine()))
+
+    def drain(self, grace: float) -> None:
+        """SIGTERM: /ready turns 503 now, and whatever is still open `grace` seconds from now
+        (less a margin) is ended by its deadline. Called from a signal handler: the loop is
+        only asked to do it."""
+        if self.phase == "ready":
+            self.phase = "draining"
+        if self._service is not None and self._loop is not None:
+            at = time.perf_counter() + max(0.0, grace - DRAIN_MARGIN_SECONDS)
+            self._loop.call_soon_threadsafe(self._service.cut_off, at)
 
     async def _start_engine(self) -> None:
         try:

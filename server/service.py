@@ -78,6 +78,7 @@ class CompletionService:
         self.accounting = accounting
         self.queued_requests = 0  # admitted, no engine output yet (see the module docstring)
         self.queued_tokens = 0  # their prompt tokens
+        self.jobs: set[Job] = set()  # admitted and not yet settled
 
     def _work(self, request: Request) -> tuple[Prepared, str, Shape]:
         """(engine work, id prefix, response shape) for each wire format."""
@@ -122,7 +123,18 @@ class CompletionService:
         except BaseException:
             self._dequeue(job)
             raise
+        self.jobs.add(job)
         return job
+
+    def cut_off(self, at: float) -> None:
+        """Bring every open job's deadline forward to `at` (perf_counter): a drain ends them
+        the documented way (the text so far with finish_reason "timeout", or a 503 for one not
+        started) before uvicorn's graceful shutdown would cut them with a bare 500."""
+        loop = asyncio.get_running_loop()
+        for job in self.jobs:
+            job.deadline = min(job.deadline, at)
+            for timer in job.timers:
+                timer.reschedule(loop.time() + job.deadline - time.perf_counter())
 
     def _deadline(self, exchange: Exchange) -> float:
         """The request's deadline (perf_counter): --request-timeout after arrival, or sooner
@@ -175,6 +187,7 @@ class CompletionService:
             return
         job.settled = True
         self._dequeue(job)
+        self.jobs.discard(job)
         self.metrics.prompt_tokens.inc(job.prompt_tokens)
         self.metrics.completion_tokens.inc(job.completion_tokens)
         if job.status is None:
@@ -333,8 +346,12 @@ async def _within_deadline(
     while True:
         try:
             # only the wait for the engine is timed, never our own yield (a slow client)
-            async with asyncio.timeout(job.deadline - time.perf_counter()):
-                update = await anext(it)
+            async with asyncio.timeout(job.deadline - time.perf_counter()) as timer:
+                job.timers.add(timer)  # so that a drain can bring the deadline forward
+                try:
+                    update = await anext(it)
+                finally:
+                    job.timers.discard(timer)
         except StopAsyncIteration:
             return
         except TimeoutError:
@@ -343,8 +360,9 @@ async def _within_deadline(
         yield update
     if job.queued:
         raise unavailable(
-            "The request waited past its deadline (--request-timeout, or X-Request-Timeout) "
-            "without starting; retry later or on another replica.",
+            "The request could not start before its deadline (--request-timeout, "
+            "X-Request-Timeout, or this replica shutting down); retry later or on another "
+            "replica.",
             reason="queue_timeout",
             code="queue_timeout",
         )

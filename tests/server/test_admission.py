@@ -94,8 +94,9 @@ def test_waiting_past_the_deadline_is_a_503_even_for_a_stream(fake_server):
 
 
 def test_generating_past_the_deadline_ends_with_the_text_so_far(fake_server):
-    # --request-timeout caps what a client asks for: 0.6 s, not 100
-    server = fake_server("--fake-delay", "0.1", "--no-auth", "--request-timeout", "0.6")
+    # --request-timeout caps what a client asks for: 1.5 s (about 7 tokens of 0.2 s), not 100;
+    # the first token (0.2 s) is well inside it even on a busy machine
+    server = fake_server("--fake-delay", "0.2", "--no-auth", "--request-timeout", "1.5")
     headers = {"X-Request-Timeout": "100"}
     url = f"{server.url}/v1/completions"
     r = httpx.post(url, json=body(max_tokens=40), headers=headers, timeout=30)

@@ -1,5 +1,6 @@
 """Process lifecycle through the real runner (fake engine): draining, refusing to start, pings."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -100,3 +101,39 @@ def test_idle_streams_get_ping_comments(monkeypatch):
         lines = [line for line in r.iter_lines() if line]
     assert ": ping" in lines
     assert lines[-1] == "data: [DONE]"
+
+
+def test_a_drain_ends_what_outlives_its_timeout_the_documented_way(fake_server):
+    # 60 tokens x 0.1 s = 6 s of work, 3 s of drain: ended by their deadline at 3 - 2 = 1 s
+    server = fake_server(
+        "--fake-delay", "0.1", "--api-key", "k", "--graceful-shutdown-timeout", "3"
+    )
+    url, body = f"{server.url}/v1/completions", {"model": "fake", "prompt": "abc", "max_tokens": 60}
+    got: dict = {}
+
+    def plain():
+        r = httpx.post(url, headers=KEY, json=body, timeout=30)
+        got["plain"] = (r.status_code, r.headers["content-type"], r.json())
+
+    def stream():
+        with httpx.stream("POST", url, headers=KEY, json={**body, "stream": True}, timeout=30) as r:
+            got["stream"] = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+
+    threads = [threading.Thread(target=plain), threading.Thread(target=stream)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(30)
+    # not uvicorn's bare "500 Internal Server Error" at the timeout: the text so far
+    status, kind, answer = got["plain"]
+    assert (status, kind) == (200, "application/json")
+    assert answer["choices"][0]["finish_reason"] == "timeout"
+    assert 5 <= answer["usage"]["completion_tokens"] < 60
+    events = got["stream"]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "timeout"
+    assert server.proc.wait(30) == 0
+    assert time.monotonic() - t0 < 3.5

@@ -207,10 +207,16 @@ def test_a_job_its_client_left_settles_as_499_with_abort():
     class Service:  # settle() needs only these of the service when no caller is metered
         metrics = exchange.metrics
         queued_requests = queued_tokens = 0
+
         _dequeue = CompletionService._dequeue
 
-    asyncio.run(CompletionService.settle(Service(), job))  # type: ignore[arg-type]
+        def __init__(self):
+            self.jobs = {job}
+
+    service = Service()
+    asyncio.run(CompletionService.settle(service, job))  # type: ignore[arg-type]
     assert exchange.closed
+    assert service.jobs == set()  # a drain has nothing of it left to cut
     assert (
         metrics.registry.get_sample_value(
             "nanoserve_rejections_total", {"reason": "client_disconnect"}
