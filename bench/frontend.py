@@ -14,14 +14,11 @@ invalid and left out of the medians. `--profile` runs nanoserve under cProfile
 """
 
 import argparse
-import contextlib
 import json
 import os
 import pstats
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +29,7 @@ sys.path.insert(0, str(BENCH))
 
 import rawload  # noqa: E402
 import validity  # noqa: E402
-from procs import ServerProcess, free_port  # noqa: E402
+from procs import ServerProcess, free_port, redis_server  # noqa: E402
 
 TOKEN = "sk-bench-frontend"
 LIMITS = ["--rpm", "100000000", "--tpm", "1000000000", "--concurrency", "100000"]
@@ -55,36 +52,6 @@ def server_cmd(name: str, port: int, redis_url: str | None, tree: Path = ROOT) -
     if name.endswith("+redis"):
         args += ["--ratelimit-storage", redis_url]
     return fake + args
-
-
-@contextlib.contextmanager
-def redis_server(out: Path):
-    """A throwaway redis-server on 127.0.0.1 (no persistence); its URL."""
-    port = free_port()
-    cmd = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    with (out / "redis.log").open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=out)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -94,3 +94,33 @@ class ServerProcess:
 
     def log_tail(self, n: int = 3000) -> str:
         return self.log()[-n:]
+
+
+@contextlib.contextmanager
+def redis_server(out: Path):
+    """A throwaway redis-server on 127.0.0.1 (no persistence); its URL."""
+    port = free_port()
+    cmd = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    with (out / "redis.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=out)
+    try:
+        deadline = time.monotonic() + 20  # a busy machine
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)

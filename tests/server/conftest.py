@@ -7,16 +7,13 @@ the benchmarks use too; every process started here is ended here, by PID.
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from bench.procs import ServerProcess, free_port
+from bench.procs import ServerProcess, free_port, redis_server
 from convert.reference import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,38 +102,8 @@ def secure(start_server, demo_cache, keyfile, redis_url):
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A real redis-server (Debian's package; scripts/setup.sh --with-test-tools) on loopback."""
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("redis-server did not start")
-    yield f"redis://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @pytest.fixture
