@@ -75,18 +75,32 @@ class ServerProcess:
             time.sleep(0.5)
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
-    def stop(self, grace: float = 60) -> int | None:
+    def stop(self, grace: float = 60, group_gone: float = 0) -> int | None:
         """SIGTERM the PID; after `grace` s, SIGKILL what is left of its group. Returns the
-        exit status (negative: the signal that ended it)."""
+        exit status (negative: the signal that ended it).
+
+        With `group_gone` > 0, also wait up to that long until every process of the group has
+        really ended (`self.group_gone_s`; None if some outlived the wait). A SIGKILLed engine
+        worker can take minutes to die on a small VM, freeing its memory on the core the next
+        engine is bound to: whoever starts one next should wait for it."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(grace)
+        exited = time.monotonic()
         # leftovers (or a server that ignored SIGTERM): only this server's own process group
         with contextlib.suppress(ProcessLookupError):  # the group is gone: nothing left over
             os.killpg(self.proc.pid, signal.SIGKILL)
         code = self.proc.wait(10)
         self._log.close()
+        self.group_gone_s = None
+        while time.monotonic() - exited < group_gone:
+            try:
+                os.killpg(self.proc.pid, 0)  # anyone left? (signal 0 only asks)
+            except ProcessLookupError:
+                self.group_gone_s = round(time.monotonic() - exited, 1)
+                break
+            time.sleep(0.5)
         return code
 
     def log(self) -> str:

@@ -85,12 +85,15 @@ async def deadlines(topo: Topology, name: str = STRESSED) -> Result:
     if not needs(topo, r, "--request-timeout"):
         return r
     rep = topo.replicas[name]
-    # generating too long: a deadline halfway through generating the whole context, timed
-    # on this machine now. (A stream's first event is no clock: on a starved CPU vLLM's front
-    # end hands out a stream's tokens in a few large bursts.)
-    (probe,) = await burst(rep.url, topo.model, 1, LONG)
-    deadline = round(probe.seconds / 2, 3)
-    r.figures["unloaded_request_s"] = round(probe.seconds, 3)
+    # Generating too long. Every deadline is timed on this machine now, on the very pair it
+    # then cuts short (a plain request and a stream, together): halfway through the pair's
+    # whole generation, and never before 3x the stream's first event, so a slow first token on
+    # a busy CPU is not mistaken for a queue timeout.
+    probe = await burst(rep.url, topo.model, 2, LONG)
+    whole = max(o.seconds for o in probe)
+    first = next(o.first_s for o in probe if o.stream) or whole
+    deadline = round(max(whole / 2, 3 * first), 3)
+    r.figures |= {"pair_whole_s": round(whole, 3), "stream_first_event_s": round(first, 3)}
     r.figures["generation_deadline_s"] = deadline
     slow = await burst(rep.url, topo.model, 2, LONG, {"X-Request-Timeout": str(deadline)})
     r.figures["generating"] = [
@@ -109,19 +112,29 @@ async def deadlines(topo: Topology, name: str = STRESSED) -> Result:
     )  # fmt: skip
     idle = await wait_until(lambda: engines_idle(rep), 5)
     r.check(f"the engine request was aborted (engine idle after {idle} s)", idle is not None)
-    # waiting too long: the batch (--max-num-seqs 4) is full of long requests
-    fill = asyncio.create_task(burst(rep.url, topo.model, 8, LONG))
-    await asyncio.sleep(0.3)
-    late = await burst(rep.url, topo.model, 2, 8, {"X-Request-Timeout": "0.5"})
-    await fill
+    # Waiting too long. The batch (--max-num-seqs 4) fills with long requests and 2 wait
+    # behind it: 6 in all, so with the 2 late ones the backlog (BACKLOG = 8) is never full and
+    # what they get can only be about their deadline. They time out long before a slot frees:
+    # the batch needs at least the pair's whole time, they are cut after a quarter of it.
+    fill = asyncio.create_task(burst(rep.url, topo.model, BACKLOG - 2, LONG))
+    waiting = await wait_until(lambda: rep.engine_busy() >= BACKLOG - 2, 5, every=0.02)
+    patience = round(max(0.1, whole / 4), 3)
+    late = await burst(rep.url, topo.model, 2, 8, {"X-Request-Timeout": str(patience)})
+    filled = await fill
     r.figures["queued"] = [
         {"stream": o.stream, "status": o.status, "code": o.code, "seconds": round(o.seconds, 2)}
         for o in late
     ]
+    r.figures |= {"queue_deadline_s": patience, "batch_full_after_s": waiting}
     r.check(
         "waiting in the queue past the deadline: 503 queue_timeout with Retry-After "
         f"({[(o.status, o.code) for o in late]})",
         all(o.status == "503" and o.code == "queue_timeout" and o.retry_after for o in late),
+    )
+    r.check(
+        f"the requests ahead of them were untouched: {sum(o.ok for o in filled)} of "
+        f"{len(filled)} complete",
+        all(o.ok and o.tokens == LONG for o in filled),
     )
     idle = await wait_until(lambda: engines_idle(rep), 10)
     r.check(f"engine running + waiting back to 0 (after {idle} s)", idle is not None)

@@ -28,6 +28,7 @@ DEMO = ROOT / "examples" / "shakespeare_char"
 NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 LOGS = ROOT / "bench" / "results" / "raw" / "reliability"  # git-ignored
 READY_TIMEOUT = 900  # s; an engine start takes 1-2 min on 2 cores, 7+ min when others load them
+GROUP_GONE_TIMEOUT = 300  # s; how long a stopped replica's last process may take to end
 CLIENT_KEY, METRICS_KEY, SLOTS_KEY, LIMITED_KEY = "sk-client", "sk-prom", "sk-slots", "sk-limited"
 SLOTS = 4  # the `slots` caller's concurrency limit: what a leaked slot would take away
 LIMITED_RPM = 20  # the `limited` caller's requests per window (the soak's 429s)
@@ -124,8 +125,13 @@ class Nginx:
 class Replica:
     """One nanoserve on a fixed port, started again (same port, maybe new flags) after it died."""
 
-    def __init__(self, name: str, port: int, workdir: Path, model_args: list[str]):
+    def __init__(self, name: str, port: int, workdir: Path, model_args: list[str], core: int):
         self.name, self.port, self.workdir = name, port, workdir
+        # vLLM's CPU backend binds its worker's OpenMP threads to cores ('auto': the first
+        # ones, the same for every replica). Two replicas on one host then share one core and
+        # starve each other: a new replica's worker waited minutes for a single time slice
+        # next to a busy one. Each replica gets its own core, as on separate machines.
+        self.core = core
         self.url = f"http://127.0.0.1:{port}"
         self.model_args = model_args  # MODEL, cache and names: what a rolling update changes
         self.extra: list[str] = []
@@ -139,6 +145,7 @@ class Replica:
         cmd = [sys.executable, "-m", "server", *self.model_args, *self.extra]
         cmd += ["--port", str(self.port), "--host", "127.0.0.1"]
         env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": str(ROOT)}
+        env["VLLM_CPU_OMP_THREADS_BIND"] = str(self.core)
         log = self.workdir / f"{self.name}-{self.starts}.log"
         self.server = ServerProcess(cmd, self.port, log, env=env, name=self.name)
 
@@ -161,7 +168,13 @@ class Replica:
         return self.server.proc.pid
 
     def stop(self, grace: float = 60) -> int | None:
-        return self.server.stop(grace) if self.server is not None else None
+        """Stop it, and wait until its engine's last process has ended too (the next start
+        of this replica would share a core with a dying one)."""
+        if self.server is None:
+            return None
+        code = self.server.stop(grace, group_gone=GROUP_GONE_TIMEOUT)
+        self.gone_s = self.server.group_gone_s
+        return code
 
     def engine_core(self) -> psutil.Process:
         """vLLM's engine core: the child process that holds the model and the scheduler."""
@@ -218,8 +231,10 @@ class Topology:
         self.model = "shakespeare" if "--model-alias" in self.flags else "shakespeare-v1"
         flags = replica_flags or {"a": [], "b": []}
         self.replicas = {}
-        for name, extra in flags.items():
-            r = Replica(name, free_port(), self.workdir, self.model_args("shakespeare-v1"))
+        cores = os.cpu_count() or 1
+        for i, (name, extra) in enumerate(flags.items()):
+            args = self.model_args("shakespeare-v1")
+            r = Replica(name, free_port(), self.workdir, args, core=i % cores)
             r.extra = extra
             self.replicas[name] = r
         self.nginx = Nginx(self.workdir, [r.port for r in self.replicas.values()])
