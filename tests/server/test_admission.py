@@ -80,7 +80,7 @@ def test_the_token_backlog_admits_a_lone_long_prompt(fake_server):
 
 
 def test_waiting_past_the_deadline_is_a_503_even_for_a_stream(fake_server):
-    server = fake_server("--fake-delay", "1.0", "--no-auth")
+    server = fake_server("--fake-delay", "3.0", "--no-auth")
     headers = {"X-Request-Timeout": "0.3"}
     for stream in (False, True):
         t0 = time.monotonic()
@@ -89,7 +89,7 @@ def test_waiting_past_the_deadline_is_a_503_even_for_a_stream(fake_server):
         )
         assert_overloaded(r, code="queue_timeout")
         assert "deadline" in r.json()["error"]["message"]
-        assert time.monotonic() - t0 < 0.9  # well before the first token (1 s)
+        assert time.monotonic() - t0 < 2.5  # before the first token (3 s), busy machine or not
         wait_idle(server.url)  # the engine request was aborted
 
 
