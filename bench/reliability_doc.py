@@ -65,8 +65,9 @@ HEADER = """\
 What clients see when parts of a deployment fail on purpose. Everything runs on loopback: a real
 nginx with this repository's `deploy/nginx/nginx.conf` (only its `listen` port, its upstream
 servers and its pid file replaced), two nanoserve replicas on the demo model (keys in a key file,
-limits counted in Redis, JSON logs; replica `a` also runs `--max-num-seqs 4` and a small admission
-backlog, so that queues form), and a real `redis-server`.
+limits counted in Redis, JSON logs; replica `b` also runs `--max-num-seqs 4` and a small admission
+backlog, so that queues form; each replica's engine worker has a core of its own, as on separate
+machines), and a real `redis-server`.
 
 The load mixes the `openai` SDK with its default retries (what most users run) and a raw HTTP
 client that never retries (it shows what the SDK hides), streaming and not, through nginx
@@ -90,9 +91,10 @@ completed requests; the load average is the machine's, other people's work inclu
   503; requests already on it finish, streams included. Its idle keep-alive connections are
   closed (measured below), and a request that still reaches it on an open connection gets 503 +
   `Retry-After`; nginx retries both on another replica (`proxy_next_upstream error ... http_503
-  non_idempotent`). It exits 0 when the last request is done; requests still open 2 s before
-  `--graceful-shutdown-timeout` end by their deadline. (Measured below: the exit itself, engine
-  shutdown included, can take longer than that timeout.)
+  non_idempotent`). Once the last request is done it stops its engine and exits 0; requests
+  still open 2 s before `--graceful-shutdown-timeout` end by their deadline. Stopping the engine
+  takes up to ~20 s more (vLLM gives its processes 5 s, then the memory is freed), so a
+  supervisor must wait the timeout + 20 s (Kubernetes' 60 s covers it with the 10 s preStop).
 - **A replica that dies (SIGKILL, OOM, node loss)**: requests that had not received a byte are
   retried by nginx on another replica, so neither client sees them fail. **Streams that were
   mid-flight on it are cut** (no `[DONE]`): their tokens were delivered, so no proxy or SDK can
@@ -106,8 +108,7 @@ completed requests; the load average is the machine's, other people's work inclu
   (`shakespeare-v1`, `shakespeare-v2`) plus a stable `--model-alias` (`shakespeare`). Responses
   name the version that answered. By design, clients of the alias never fail during the roll;
   clients that pin a version get it while any replica serves it, then 404 `model_not_found` —
-  never silently another version. (The measured roll has not yet run to its end: see its
-  section below.)
+  never silently another version.
 - **Overload**: beyond `--max-queued-requests` / `--max-queued-tokens`, an immediate 503
   `server_overloaded` with `Retry-After` and `retry-after-ms`, without touching the engine.
   `X-Request-Timeout` (capped by `--request-timeout`): no first token in time is a 503

@@ -3,6 +3,7 @@ admission backlog, deadlines, and a storm of clients that vanish. Each checks af
 nothing is left inside the engine (vLLM's running + waiting back to 0)."""
 
 import asyncio
+import json
 import random
 import time
 
@@ -112,33 +113,64 @@ async def deadlines(topo: Topology, name: str = STRESSED) -> Result:
     )  # fmt: skip
     idle = await wait_until(lambda: engines_idle(rep), 5)
     r.check(f"the engine request was aborted (engine idle after {idle} s)", idle is not None)
-    # Waiting too long. The batch (--max-num-seqs 4) fills with long requests and 2 wait
-    # behind it: 6 in all, so with the 2 late ones the backlog (BACKLOG = 8) is never full and
-    # what they get can only be about their deadline. They time out long before a slot frees:
-    # the batch needs at least the pair's whole time, they are cut after a quarter of it.
-    fill = asyncio.create_task(burst(rep.url, topo.model, BACKLOG - 2, LONG))
-    waiting = await wait_until(lambda: rep.engine_busy() >= BACKLOG - 2, 5, every=0.02)
-    patience = round(max(0.1, whole / 4), 3)
+    # Waiting too long. The batch (--max-num-seqs 4) fills with 6 long streams: 4 run, 2 wait
+    # (so with the 2 late ones the backlog, BACKLOG = 8, is never full, and what they get can
+    # only be about their deadline). Once 4 streams have their first token the other 2 are
+    # surely waiting; the late ones then get 0.1 s to start, and a slot frees only when the
+    # batch's 120 tokens are done. (The engine's own gauge, polled, came too late on a busy
+    # machine: its reading arrived after the batch had finished.)
+    running, full = [0], asyncio.Event()
+    t0 = time.monotonic()
+    fill = asyncio.create_task(_fill(rep.url, topo.model, BACKLOG - 2, running, full))
+    async with asyncio.timeout(30):
+        await full.wait()
+    r.figures["batch_full_after_s"] = round(time.monotonic() - t0, 3)
+    patience = 0.1
     late = await burst(rep.url, topo.model, 2, 8, {"X-Request-Timeout": str(patience)})
     filled = await fill
+    r.figures["batch_done_after_s"] = round(time.monotonic() - t0, 3)
     r.figures["queued"] = [
         {"stream": o.stream, "status": o.status, "code": o.code, "seconds": round(o.seconds, 2)}
         for o in late
     ]
-    r.figures |= {"queue_deadline_s": patience, "batch_full_after_s": waiting}
+    r.figures["queue_deadline_s"] = patience
     r.check(
         "waiting in the queue past the deadline: 503 queue_timeout with Retry-After "
         f"({[(o.status, o.code) for o in late]})",
         all(o.status == "503" and o.code == "queue_timeout" and o.retry_after for o in late),
     )
     r.check(
-        f"the requests ahead of them were untouched: {sum(o.ok for o in filled)} of "
-        f"{len(filled)} complete",
-        all(o.ok and o.tokens == LONG for o in filled),
+        f"the requests ahead of them were untouched: {filled} (tokens, finish_reason, [DONE])",
+        all(f == (LONG, "length", True) for f in filled),
     )
     idle = await wait_until(lambda: engines_idle(rep), 10)
     r.check(f"engine running + waiting back to 0 (after {idle} s)", idle is not None)
     return r
+
+
+async def _fill(url: str, model: str, n: int, running: list[int], full: asyncio.Event) -> list:
+    """`n` long streams at once; `full` is set once 4 of them (the batch) have their first
+    token. Returns (tokens, finish_reason, [DONE] seen) of each."""
+
+    async def one(c: httpx.AsyncClient) -> tuple[int, str | None, bool]:
+        tokens, finish, done, started = 0, None, False, False
+        async with c.stream("POST", url + "/v1/completions", json=body(model, True, LONG)) as r:
+            async for line in r.aiter_lines():
+                if line == "data: [DONE]":
+                    done = True
+                elif line.startswith("data: "):
+                    for choice in json.loads(line[6:]).get("choices") or []:
+                        if not started:  # (an event's text may be empty: count streams)
+                            started, running[0] = True, running[0] + 1
+                            if running[0] >= 4:
+                                full.set()
+                        tokens += len(choice.get("text") or "")  # a character a token
+                        finish = choice.get("finish_reason") or finish
+        return tokens, finish, done
+
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(timeout=120, headers=AUTH, limits=limits) as c:
+        return await asyncio.gather(*(one(c) for _ in range(n)))
 
 
 async def _vanish(url: str, model: str, i: int) -> str:
