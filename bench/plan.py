@@ -43,7 +43,8 @@ def levels(*spec: tuple[int, int], warmups: int | None = None) -> tuple[Level, .
     return tuple(Level(c, n, min(c, 8)) for c, n in spec)
 
 
-_DEMO_ENGINE = levels((1, 16), (4, 32), (16, 128), (64, 256))
+# c=128 and c=256: an engine's throughput must not fall past c=64 (nor errors appear)
+_DEMO_ENGINE = levels((1, 16), (4, 32), (16, 128), (64, 256), (128, 512), (256, 1024))
 # A serialized server gains nothing from more clients: c=64 only queued 64 requests for a minute
 # or more on a shared machine (a 2-minute TTFT tail), so its ratio at 64 is against its best level.
 _DEMO_NAIVE = levels((1, 8), (4, 8), (16, 16), warmups=1)
@@ -83,3 +84,8 @@ SMOKE = (
     Case("shakespeare_char", 16, 16, dict.fromkeys(("nanoserve", "vllm", "naive", "hf"), _SMOKE)),
 )
 SMOKE_SERVERS = ("nanoserve", "naive")
+
+
+def max_concurrency(case: Case) -> int:
+    """The most clients an engine of `case` serves at once (its batch must hold them all)."""
+    return max(lv.concurrency for s in ENGINES if s in case.levels for lv in case.levels[s])

@@ -201,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         dirs = {c.model: models.prepare(c.model, raw / "models", args.demo_ckpt) for c in cases}
     except (FileNotFoundError, RuntimeError) as e:
         sys.exit(f"bench/run.py: {e}")
-    engine = {m: EngineSettings(max_model_len=models.max_model_len(d)) for m, d in dirs.items()}
+    engine = {
+        c.model: EngineSettings(
+            max_model_len=models.max_model_len(dirs[c.model]),
+            max_num_seqs=max(64, plan.max_concurrency(c)),  # nothing waits in the engine's queue
+        )
+        for c in cases
+    }
     ctx = {"raw": raw, "api_key": secrets.token_urlsafe(24), "engine": engine, "commands": {}}
     ctx |= {"env": base_env(args.kv_cache_gib), "pairs": pairs, "repeats": repeats}
     ctx |= {"max_load": args.max_load, "settle": args.settle}
