@@ -18,6 +18,7 @@ DOC = ROOT / "docs" / "RELIABILITY.md"
 TITLES_ORDER = ("redis", "admission", "deadlines", "disconnect", "engine", "rolling", "sigkill")
 TITLES_ORDER += ("sigterm", "soak")
 MEASURED = ("bench", "server", "convert", "deploy", "nanoserve")
+EXCLUDED = ":(exclude)bench/results"
 
 
 def commit() -> str:
@@ -25,7 +26,8 @@ def commit() -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout
 
     # what the figures depend on: the harness, the server and the shipped deployment files
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED)
+    # (not the recorded figures themselves: a run's --write must not mark the next one dirty)
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED, EXCLUDED)
     dirty = "+uncommitted changes" if changed else ""
     return git("rev-parse", "--short", "HEAD").strip() + dirty
 

@@ -15,7 +15,7 @@ from bench.traffic import body, percentile, raw_request, tally
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 STRESSED = "b"  # the replica these scenarios address (the other may be restarting meanwhile)
-BACKLOG = 8  # --max-queued-requests of the stressed replica (the runner starts it so)
+BACKLOG = 16  # --max-queued-requests of the stressed replica (the runner starts it so)
 LONG = 120  # tokens: nearly the demo's whole context
 
 
@@ -113,12 +113,13 @@ async def deadlines(topo: Topology, name: str = STRESSED) -> Result:
     )  # fmt: skip
     idle = await wait_until(lambda: engines_idle(rep), 5)
     r.check(f"the engine request was aborted (engine idle after {idle} s)", idle is not None)
-    # Waiting too long. The batch (--max-num-seqs 4) fills with 6 long streams: 4 run, 2 wait
-    # (so with the 2 late ones the backlog, BACKLOG = 8, is never full, and what they get can
-    # only be about their deadline). Once 4 streams have their first token the other 2 are
-    # surely waiting; the late ones then get 0.1 s to start, and a slot frees only when the
-    # batch's 120 tokens are done. (The engine's own gauge, polled, came too late on a busy
-    # machine: its reading arrived after the batch had finished.)
+    # Waiting too long. The batch (--max-num-seqs 4) fills with 14 long streams: 4 run, 10
+    # wait, three batches' worth (with the 2 late ones the backlog, BACKLOG = 16, is just full:
+    # what they get can only be about their deadline). Once 4 streams have their first token
+    # the rest surely wait; the late ones then get 0.1 s to start, and wait behind 10 others.
+    # (On 2 cores shared by two replicas, the late ones reached the replica up to 1.1 s after
+    # they were sent, when one batch behind them was all there was; the engine's own gauge,
+    # polled, came too late too.)
     running, full = [0], asyncio.Event()
     patience = 0.1
     wait = {"X-Request-Timeout": str(patience)}
