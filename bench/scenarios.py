@@ -86,13 +86,10 @@ def explain_502s(r: Result, outcomes: list[Outcome]) -> None:
     """nginx's own 502s get a note saying where they come from."""
     if any(o.status == "502" for o in outcomes):
         r.notes.append(
-            "The 502s are nginx's own (`no live upstreams` in its log): with `http_503` in "
-            "`proxy_next_upstream` a 503 counts as a failed attempt, so nginx's default "
-            "`max_fails=1 fail_timeout=10s` takes a replica that answered 503 (Redis down, "
-            "still loading after a restart, full) out of rotation for up to 10 s; when the "
-            "other one is out too, nothing is left. `max_fails=0` on the upstream servers "
-            "passes the replicas' 503 + Retry-After through instead "
-            "(tests/test_reliability.py pins this as a known failure)."
+            "The 502s are nginx's own: every replica it tried for that request failed, the "
+            "last one by refusing the connection (stopped, or restarting), so it had no "
+            "replica's answer to pass on. (A replica that answers 503 is never taken out of "
+            "rotation: `max_fails=0` in deploy/nginx/nginx.conf.)"
         )
 
 
