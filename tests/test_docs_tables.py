@@ -15,6 +15,7 @@ from tests.test_cli import bench_parser, long_options
 # scripts. A flag of nanoserve's that is misspelt in the docs is not on this list, so it fails.
 OTHER_PROGRAMS = {
     "--shm-size", "--gpus", "--build-arg", "--rm", "--ipc", "--format", "--entrypoint",
+    "--cpuset-cpus",
     "--profile", "--check", "--help", "--write", "--with-test-tools",
     "--ignore-eos",  # vllm bench serve's
     "--temperature", "--max-new-tokens",  # the demo's sample.py (its blocks run in test_docs)
