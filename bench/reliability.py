@@ -39,9 +39,13 @@ ORDER: list[tuple[str, Scenario]] = [
     ("rolling", lifecycle.rolling_update),
     ("sigterm", lifecycle.replica_stopped),
 ]
-# The CI subset: every scenario but the two that start engines again (engine death and the
-# rolling update; ~5 min more on 2 cores).
-FAST = ("redis", "sigkill", "admission", "deadlines", "disconnect", "sigterm")
+# The CI subset: the scenarios that held in every run, busy machine included. Not the two that
+# start engines again (engine death and the rolling update; ~8 min more on 2 cores), and not
+# deadlines: on a machine at load 25 (a CI run) its late requests reached the replica after the
+# batch they were to wait behind was done. Its behaviour is in CI all the same: both deadlines
+# with the fake engine (tests/server/test_admission.py), the text so far with the real one
+# (tests/server/test_e2e_openai.py).
+FAST = ("redis", "sigkill", "admission", "disconnect", "sigterm")
 ONE_REPLICA = {"admission", "deadlines", "disconnect"}  # the rest need both up
 
 

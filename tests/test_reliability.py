@@ -19,7 +19,6 @@ from bench.topology import NGINX_CONF, Nginx
 BEHAVIOUR = {  # scenario -> what the test proves, as its id
     "redis": "redis_outage_fails_closed_and_recovers_without_leaked_slots",
     "admission": "burst_beyond_the_backlog_gets_only_200_and_503",
-    "deadlines": "deadline_in_queue_is_503_and_while_generating_the_text_so_far",
     "disconnect": "disconnect_storm_leaves_the_engine_idle",
     "sigkill": "killed_replica_costs_the_retrying_client_nothing",
     "sigterm": "stopped_replica_drains_every_request_and_exits_0",
