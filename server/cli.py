@@ -67,12 +67,11 @@ def build_parser(prog: str = "nanoserve serve") -> argparse.ArgumentParser:
     for name, field in Settings.model_fields.items():
         if name in POSITIONAL:
             continue
+        kwargs = _flag_kwargs(field.annotation)
+        if name in ALIASES:  # `--model-alias MODEL_ALIAS`, not argparse's MODEL_ALIASES (the dest)
+            kwargs["metavar"] = ALIASES[name][2:].upper().replace("-", "_")
         p.add_argument(
-            flag_of(name),
-            dest=name,
-            default=None,
-            help=_help(field.description),
-            **_flag_kwargs(field.annotation),
+            flag_of(name), dest=name, default=None, help=_help(field.description), **kwargs
         )
     return p
 
