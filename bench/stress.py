@@ -3,7 +3,6 @@ admission backlog, deadlines, and a storm of clients that vanish. Each checks af
 nothing is left inside the engine (vLLM's running + waiting back to 0)."""
 
 import asyncio
-import json
 import random
 import time
 
@@ -120,14 +119,27 @@ async def deadlines(topo: Topology, name: str = STRESSED) -> Result:
     # (On 2 cores shared by two replicas, the late ones reached the replica up to 1.1 s after
     # they were sent, when one batch behind them was all there was; the engine's own gauge,
     # polled, came too late too.)
-    running, full = [0], asyncio.Event()
+    started, full = 0, asyncio.Event()
+
+    def one_started() -> None:
+        nonlocal started
+        started += 1
+        if started >= 4:  # the batch
+            full.set()
+
     patience = 0.1
     wait = {"X-Request-Timeout": str(patience)}
+    n = BACKLOG - 2
     # the late ones' client exists beforehand: making one (its TLS context) once took 1.4 s
     # of this process's time, and the batch was done before they were sent
-    async with httpx.AsyncClient(timeout=120, headers=AUTH) as c:
+    async with (
+        httpx.AsyncClient(timeout=120, headers=AUTH, limits=httpx.Limits(max_connections=n)) as f,
+        httpx.AsyncClient(timeout=120, headers=AUTH) as c,
+    ):
         t0 = time.monotonic()
-        fill = asyncio.create_task(_fill(rep.url, topo.model, BACKLOG - 2, running, full))
+        fill = asyncio.gather(
+            *(raw_request(f, rep.url, topo.model, True, LONG, {}, one_started) for _ in range(n))
+        )
         async with asyncio.timeout(30):
             await full.wait()
         r.figures["batch_full_after_s"] = round(time.monotonic() - t0, 3)
@@ -147,37 +159,13 @@ async def deadlines(topo: Topology, name: str = STRESSED) -> Result:
         all(o.status == "503" and o.code == "queue_timeout" and o.retry_after for o in late),
     )
     r.check(
-        f"the requests ahead of them were untouched: {filled} (tokens, finish_reason, [DONE])",
-        all(f == (LONG, "length", True) for f in filled),
+        f"the requests ahead of them were untouched: {sum(o.ok for o in filled)} of {n} "
+        f"complete, {[o.tokens for o in filled]} of {LONG} tokens",
+        all(o.ok and o.tokens == LONG and o.finish_reason == "length" for o in filled),
     )
     idle = await wait_until(lambda: engines_idle(rep), 10)
     r.check(f"engine running + waiting back to 0 (after {idle} s)", idle is not None)
     return r
-
-
-async def _fill(url: str, model: str, n: int, running: list[int], full: asyncio.Event) -> list:
-    """`n` long streams at once; `full` is set once 4 of them (the batch) have their first
-    token. Returns (tokens, finish_reason, [DONE] seen) of each."""
-
-    async def one(c: httpx.AsyncClient) -> tuple[int, str | None, bool]:
-        tokens, finish, done, started = 0, None, False, False
-        async with c.stream("POST", url + "/v1/completions", json=body(model, True, LONG)) as r:
-            async for line in r.aiter_lines():
-                if line == "data: [DONE]":
-                    done = True
-                elif line.startswith("data: "):
-                    for choice in json.loads(line[6:]).get("choices") or []:
-                        if not started:  # (an event's text may be empty: count streams)
-                            started, running[0] = True, running[0] + 1
-                            if running[0] >= 4:
-                                full.set()
-                        tokens += len(choice.get("text") or "")  # a character a token
-                        finish = choice.get("finish_reason") or finish
-        return tokens, finish, done
-
-    limits = httpx.Limits(max_connections=n)
-    async with httpx.AsyncClient(timeout=120, headers=AUTH, limits=limits) as c:
-        return await asyncio.gather(*(one(c) for _ in range(n)))
 
 
 async def _vanish(url: str, model: str, i: int) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -91,9 +92,16 @@ def _refusal(o: Outcome, r: httpx.Response, content: bytes) -> None:
 
 
 async def raw_request(
-    client: httpx.AsyncClient, url: str, model: str, stream: bool, max_tokens: int, headers: dict
+    client: httpx.AsyncClient,
+    url: str,
+    model: str,
+    stream: bool,
+    max_tokens: int,
+    headers: dict,
+    on_first: Callable[[], None] | None = None,
 ) -> Outcome:
-    """One request, no retry: what the network and nginx really answered."""
+    """One request, no retry: what the network and nginx really answered. `on_first` is
+    called when a stream's first event arrives (its request is in the engine's batch)."""
     o, t0 = Outcome("raw", stream), time.monotonic()
     try:
         req = client.build_request(
@@ -119,6 +127,8 @@ async def raw_request(
                     event = json.loads(line[6:])
                     if o.first_s is None:
                         o.first_s = time.monotonic() - t0
+                        if on_first is not None:
+                            on_first()
                     if "error" in event:
                         o.code = event["error"].get("code") or event["error"].get("type")
                     _read_choice(o, event)
