@@ -106,8 +106,8 @@ def run_level(proc: ServerProcess, model_dir: Path, plan: Plan, lv: Level, ctx: 
     ctx["client_example"] = shlex.join([".venv/bin/python", "bench/vllm_cli.py", *argv])
     load_avg = round(os.getloadavg()[0], 2)
     with usage.Interval(proc.proc.pid) as iv:
-        load.run_client([argv], ctx["api_key"], result.with_suffix(".log"), 1800)
-    r = load.read_result(result, lv)
+        (problem,) = load.run_client([(argv, 1800)], ctx["api_key"], result.with_suffix(".log"))
+    r = load.read_result(result, lv, problem)
     busy = round(iv.foreign_share, 3)
     valid = r["errors"] == 0 and busy <= BUSY
     tput = r["output_throughput"] or 0

@@ -131,6 +131,11 @@ def markdown(info: dict) -> str:
         f"- software: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}; "
         f"nanoserve {m['git']}",
         f"- command: `{info['command']}`",
+        *(
+            f"- then, {a['date']} ({a['wall_s'] / 60:.1f} min, nanoserve {a['git']}), records "
+            f"added by `{a['command']}`"
+            for a in info.get("appended", [])
+        ),
         f"- load: `vllm bench serve` (openai backend, streaming `/v1/completions`, random prompts "
         f"of fixed length, `--ignore-eos`); {_runs_line(info)}; cells are median (min–max) over "
         "the valid runs",
@@ -222,6 +227,8 @@ def _ratios_md(info: dict, model: str) -> list[str]:
             cells.append(fmt(row[key], 1) + dag)
         lines.append(f"| {row['concurrency']} | " + " | ".join(cells) + " |")
     how = "run back to back" if "pairs" in info else "the same repeat of a rotating order"
+    if info.get("appended"):  # baselines measured in a later run pair with the earlier runs
+        how += "; records added by a later run pair with the same k-th run of the first"
     lines.append(
         f"\nRatios are paired (nanoserve's k-th run with the other server's k-th, {how}), then "
         "the median (min–max) is taken; a pair with an invalid side is left out. † that server "

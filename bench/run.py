@@ -13,6 +13,7 @@ and OUT/*.png (bench/report.py); logs and the client's own result files go to OU
 """
 
 import argparse
+import json
 import os
 import platform
 import secrets
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--servers",
         help=f"comma-separated subset of {','.join(LABELS)} (default: all; smoke: nanoserve,naive)",
     )
+    ap.add_argument(
+        "--append",
+        action="store_true",
+        help="add this run's records to OUT/results.json instead of replacing it (e.g. the "
+        "baselines, measured after the pairs)",
+    )
     ap.add_argument("--demo-ckpt", type=Path, default=models.DEMO_CKPT, help="demo checkpoint")
     ap.add_argument("--kv-cache-gib", type=int, default=2, help="VLLM_CPU_KVCACHE_SPACE")
     ap.add_argument(
@@ -85,6 +92,20 @@ def machine() -> dict:
         "versions": {p: version(p) for p in ("vllm-cpu", "torch", "transformers", "fastapi")},
         "git": commit.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else ""),
     }
+
+
+def appended(results: Path, new: dict) -> dict:
+    """`new`'s records added to an earlier run's `results`: that run's header (date, command,
+    pairs) stays, and `new` is listed under "appended" with its own date, command and commit, so
+    the report says when each record was measured."""
+    old = json.loads(results.read_text())
+    if [c["model"] for c in old["cases"]] != [c["model"] for c in new["cases"]]:
+        sys.exit(f"bench/run.py --append: {results} measured other models; use the same --models")
+    old["runs"] += new["runs"]
+    old["server_commands"] |= new["server_commands"]
+    later = {k: new[k] for k in ("date", "command", "wall_s")} | {"git": new["machine"]["git"]}
+    old.setdefault("appended", []).append(later)
+    return old
 
 
 def settle(max_load: float, wait: float) -> float:
@@ -221,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         "client_command_example": ctx.get("client_example"),
         "cases": [report.case_json(c) for c in cases],
     }
+    if args.append:
+        info = appended(args.out / "results.json", info)
     report.write(args.out, info)
     print(f"wrote {args.out / 'results.md'} in {info['wall_s']} s", flush=True)
     return 0

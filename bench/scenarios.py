@@ -261,10 +261,11 @@ async def engine_death(topo: Topology, name: str = "a") -> Result:
     ended = [o for o in load.outcomes if o.lost]
     with_error = [o for o in ended if o.status == "200" and o.code]
     r.figures["streams_ended_by_error_event"] = len(with_error)
+    # a kill that caught no stream proves nothing about streams: at least one must be in it
     r.check(
         f"every stream the death interrupted ended with an error event ({len(with_error)} of "
-        f"{len(ended)}), none was cut",
-        len(with_error) == len(ended),
+        f"{len(ended)}; at least one needed), none was cut",
+        0 < len(with_error) == len(ended),
     )
     plain = [o for o in load.outcomes if not o.stream]
     r.check(

@@ -90,6 +90,33 @@ def test_the_table_shows_valid_cells_only_and_lists_the_rest(tmp_path):
     assert saved["ratios"][0]["naive_ratio"] is None
 
 
+def test_appended_baselines_pair_with_the_first_runs_and_are_dated(tmp_path):
+    first = {
+        "date": "d1", "wall_s": 60, "smoke": False, "command": "c1", "pairs": 1, "repeats": 1,
+        "machine": {"cpus": 2, "cpu_model": "x", "load_avg_at_start": [0.1], "versions": {},
+                    "git": "g1"},
+        "runs": [record("nanoserve", 0, 2000.0)], "max_load": 1.5,
+        "server_commands": {"m nanoserve": "s1"}, "client_command_example": "e",
+        "engine_settings": {}, "cases": [{"model": "m", "input_len": 32, "output_len": 64}],
+    }  # fmt: skip
+    report.write(tmp_path, first)
+    later = first | {"date": "d2", "wall_s": 120, "command": "c2 --append",
+                     "machine": first["machine"] | {"git": "g2"},
+                     "runs": [record("naive", 0, 250.0)], "server_commands": {"m naive": "s2"}}  # fmt: skip
+    merged = run.appended(tmp_path / "results.json", later)
+    report.write(tmp_path, merged)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["server"] for r in saved["runs"]] == ["nanoserve", "naive"]
+    assert saved["ratios"][0]["naive_ratio"]["median"] == 8.0
+    assert set(saved["server_commands"]) == {"m nanoserve", "m naive"}
+    text = (tmp_path / "results.md").read_text()
+    assert "- command: `c1`" in text, text
+    assert "- then, d2 (2.0 min, nanoserve g2), records added by `c2 --append`" in text, text
+    other = later | {"cases": [{"model": "other", "input_len": 1, "output_len": 1}]}
+    with pytest.raises(SystemExit, match="measured other models"):
+        run.appended(tmp_path / "results.json", other)
+
+
 def test_the_readme_tables_are_the_generators_valid_cells():
     text = (REPO / "README.md").read_text()
     assert text.count("<!-- bench-results: ") == 2
