@@ -100,9 +100,11 @@ def test_appended_baselines_pair_with_the_first_runs_and_are_dated(tmp_path):
         "engine_settings": {}, "cases": [{"model": "m", "input_len": 32, "output_len": 64}],
     }  # fmt: skip
     report.write(tmp_path, first)
-    later = first | {"date": "d2", "wall_s": 120, "command": "c2 --append",
-                     "machine": first["machine"] | {"git": "g2"},
-                     "runs": [record("naive", 0, 250.0)], "server_commands": {"m naive": "s2"}}  # fmt: skip
+    later = first | {
+        "date": "d2", "wall_s": 120, "command": "c2 --append",
+        "machine": first["machine"] | {"git": "g2"},
+        "runs": [record("naive", 0, 250.0)], "server_commands": {"m naive": "s2"},
+    }  # fmt: skip
     merged = run.appended(tmp_path / "results.json", later)
     report.write(tmp_path, merged)
     saved = json.loads((tmp_path / "results.json").read_text())
