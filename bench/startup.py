@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--label", default="", help="suffix of this configuration's run names")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "nanoserve-startup")
     ap.add_argument("--json", type=Path, default=BENCH / "results" / "startup.json")
+    ap.add_argument(
+        "--append",
+        action="store_true",
+        help="add these runs to --json's (e.g. another configuration, given --env and --label)",
+    )
     return ap
 
 
@@ -116,9 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) // 2**20
         for d in (args.out / "caches").iterdir()
     }
-    result = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(), "runs": runs}
-    result["env"] = env_extra
-    result["cache_mib"] = sizes
+    date = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for run in runs.values():  # each run says when and with what it ran: --append mixes them
+        run |= {"date": date, "env": env_extra}
+    result = {"date": date, "cpus": os.cpu_count(), "runs": runs, "cache_mib": sizes}
+    if args.append and args.json.is_file():
+        result["runs"] = json.loads(args.json.read_text())["runs"] | runs
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return 0
