@@ -47,6 +47,10 @@ def base_env(kv_cache_gib: int) -> dict[str, str]:
         # here, so neither pays reconnects the other doesn't (with vLLM's 5 s, `vllm bench serve`
         # saw ServerDisconnectedError under CPU contention on this kind of machine).
         "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "75",
+        # nanoserve's keep-alive comments off: `vllm bench serve` 0.32 loses a stream whose ping
+        # arrives in a read of its own (30 of 32 streams of the 124M model in bfloat16 at c=16,
+        # whose first tokens took over 15 s); vLLM's server sends none
+        "NANOSERVE_SSE_PING_INTERVAL": "0",
     }
 
 

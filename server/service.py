@@ -38,7 +38,6 @@ from .window import cropped
 
 log = logging.getLogger("nanoserve.service")
 
-PING_SECONDS = 15.0  # SSE comment sent while no token arrives, so proxies keep the stream open
 Request = CompletionRequest | LegacyRequest | ChatCompletionRequest
 ENGINE_GONE = "The inference engine stopped; retry on another replica."
 TIMEOUT_HEADER = b"x-request-timeout"  # seconds; lowers --request-timeout for one request
@@ -312,13 +311,15 @@ class CompletionService:
                 await queue.put((i, e))
 
         tasks = [asyncio.create_task(pump(i)) for i in range(len(job.work.prompts))]
+        # a comment now and then keeps proxies with an idle timeout from closing a slow stream
+        ping = self.settings.sse_ping_interval or None
         try:
             remaining = len(tasks)
             while remaining:
                 try:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every get in
                     # a task of its own, per token (3x this loop's cost, measured)
-                    async with asyncio.timeout(PING_SECONDS):
+                    async with asyncio.timeout(ping):
                         i, item = await queue.get()
                 except TimeoutError:
                     yield 0, None

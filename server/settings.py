@@ -78,6 +78,14 @@ class Settings(BaseSettings):
         description="Seconds an idle keep-alive connection stays open. Keep it above your load "
         "balancer's idle timeout (60 s on most), or it will reuse connections we already closed.",
     )
+    sse_ping_interval: float = Field(
+        15.0,
+        ge=0,
+        description="Seconds without a token after which a stream gets an SSE comment "
+        "(`: ping`), so proxies with an idle timeout keep it open; 0 = never. `vllm bench "
+        "serve` (0.32) loses a stream whose ping arrives in a read of its own: benchmark "
+        "slow first tokens with 0.",
+    )
     graceful_shutdown_timeout: int = Field(
         30, ge=0, description="Seconds in-flight requests get to finish after SIGTERM."
     )

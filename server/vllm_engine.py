@@ -162,6 +162,22 @@ def check_quantization(model_dir: Path, s: Settings) -> None:
         )
 
 
+def _inspect_models_in_process() -> None:
+    """On CPU, let vLLM inspect the model class in this process rather than a fresh Python.
+
+    Before its first start with a model class (its cache, VLLM_CACHE_ROOT/modelinfos, is empty:
+    a new machine, a container whose cache volume starts empty), vLLM imports the class in a
+    subprocess so that the API process never initializes CUDA; that Python imports torch and
+    vLLM again, 16-22 s of a cold start on 2 cores (bench/startup.py). A CPU has no CUDA to
+    keep out, so the inspection runs here; it returns the same record, cached the same way.
+    The hook is private to vLLM (pinned at 0.32): if it is gone, vLLM's subprocess stays.
+    """
+    from vllm.model_executor.models import registry
+
+    if callable(getattr(registry, "_run_in_subprocess", None)):
+        registry._run_in_subprocess = lambda fn: fn()
+
+
 def _version() -> str:
     return vllm.__version__
 
@@ -284,6 +300,7 @@ class VLLMEngine:
             # again; without AOT, inductor's own cache (TORCHINDUCTOR_CACHE_DIR) serves warm
             # starts: their compile took 5.9 s instead of 12-14 s (bench/startup.py).
             os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
+            _inspect_models_in_process()
         args = _engine_args(model_dir, name, settings)
         # Loading takes tens of seconds; a thread keeps /live and /ready answering meanwhile.
         llm = await asyncio.to_thread(
