@@ -51,7 +51,7 @@ class Job:
     settled: bool = False  # usage charged and unused tokens given back (exactly once)
     deadline: float = math.inf  # perf_counter; past it the job ends (service._within_deadline)
     queued: bool = False  # in the service's backlog: admitted, no engine output yet
-    timers: set = field(default_factory=set)  # the asyncio.Timeouts waiting on the engine now
+    timers: set = field(default_factory=set)  # the Alarms bounding its waits on the engine
     first_token_at: float | None = None  # perf_counter
     last_token_at: float | None = None
     gaps: list[tuple[float, int]] = field(default_factory=list)  # streams: (s per token, tokens)

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from .access import Exchange
+from .alarm import Alarm
 from .chat import CHAT, chat_work
 from .chat_protocol import ChatCompletionRequest
 from .chat_template import ChatTemplate
@@ -311,19 +312,22 @@ class CompletionService:
                 await queue.put((i, e))
 
         tasks = [asyncio.create_task(pump(i)) for i in range(len(job.work.prompts))]
-        # a comment now and then keeps proxies with an idle timeout from closing a slow stream
-        ping = self.settings.sse_ping_interval or None
+        # a comment after `ping` s without a token keeps proxies with an idle timeout from
+        # closing a slow stream (an Alarm, not asyncio.timeout or wait_for: no timer per token)
+        ping = self.settings.sse_ping_interval or math.inf
+        loop = asyncio.get_running_loop()
+        quiet = Alarm(loop.time() + ping)
         try:
             remaining = len(tasks)
             while remaining:
                 try:
-                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every get in
-                    # a task of its own, per token (3x this loop's cost, measured)
-                    async with asyncio.timeout(ping):
+                    async with quiet:
                         i, item = await queue.get()
                 except TimeoutError:
+                    quiet.later(loop.time() + ping)
                     yield 0, None
                     continue
+                quiet.later(loop.time() + ping)
                 if item is done:
                     remaining -= 1
                 elif isinstance(item, BaseException):
@@ -331,6 +335,7 @@ class CompletionService:
                 else:
                     yield i, item
         finally:
+            quiet.close()
             # Client gone or a failure: cancelling the pumps closes the engine generators, which
             # aborts the requests inside vLLM so they stop using the batch.
             for t in tasks:
@@ -347,21 +352,25 @@ async def _within_deadline(
     it has so far and finish_reason "timeout"."""
     it = aiter(updates)
     open_choices = set(range(n))
-    while True:
-        try:
-            # only the wait for the engine is timed, never our own yield (a slow client)
-            async with asyncio.timeout(job.deadline - time.perf_counter()) as timer:
-                job.timers.add(timer)  # so that a drain can bring the deadline forward
-                try:
+    loop = asyncio.get_running_loop()
+    # one timer for the whole stream, not one per token (alarm.py)
+    alarm = Alarm(loop.time() + job.deadline - time.perf_counter())
+    job.timers.add(alarm)  # so that a drain can bring the deadline forward
+    try:
+        while True:
+            try:
+                # only the wait for the engine is timed, never our own yield (a slow client)
+                async with alarm:
                     update = await anext(it)
-                finally:
-                    job.timers.discard(timer)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            break
-        open_choices.difference_update(c.index for c in update.choices if c.finish_reason)
-        yield update
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                break
+            open_choices.difference_update(c.index for c in update.choices if c.finish_reason)
+            yield update
+    finally:
+        alarm.close()
+        job.timers.discard(alarm)
     if job.queued:
         raise unavailable(
             "The request could not start before its deadline (--request-timeout, "
