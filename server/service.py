@@ -130,11 +130,10 @@ class CompletionService:
         """Bring every open job's deadline forward to `at` (perf_counter): a drain ends them
         the documented way (the text so far with finish_reason "timeout", or a 503 for one not
         started) before uvicorn's graceful shutdown would cut them with a bare 500."""
-        loop = asyncio.get_running_loop()
         for job in self.jobs:
             job.deadline = min(job.deadline, at)
             for timer in job.timers:
-                timer.reschedule(loop.time() + job.deadline - time.perf_counter())
+                timer.reschedule(_loop_clock(job.deadline))
 
     def _deadline(self, exchange: Exchange) -> float:
         """The request's deadline (perf_counter): --request-timeout after arrival, or sooner
@@ -324,11 +323,11 @@ class CompletionService:
                     async with quiet:
                         i, item = await queue.get()
                 except TimeoutError:
-                    quiet.later(loop.time() + ping)
+                    i, item = 0, None  # `ping` s without a token: a keep-alive tick
+                quiet.later(loop.time() + ping)  # the next tick is `ping` s from now
+                if item is None:
                     yield 0, None
-                    continue
-                quiet.later(loop.time() + ping)
-                if item is done:
+                elif item is done:
                     remaining -= 1
                 elif isinstance(item, BaseException):
                     raise item
@@ -343,6 +342,12 @@ class CompletionService:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _loop_clock(deadline: float) -> float:
+    """A job's deadline (perf_counter, as requests are timed) on the event loop's clock, which
+    the loop's timers use."""
+    return asyncio.get_running_loop().time() + deadline - time.perf_counter()
+
+
 async def _within_deadline(
     job: Job, i: int, updates: AsyncIterator[Update], n: int
 ) -> AsyncIterator[Update]:
@@ -352,9 +357,8 @@ async def _within_deadline(
     it has so far and finish_reason "timeout"."""
     it = aiter(updates)
     open_choices = set(range(n))
-    loop = asyncio.get_running_loop()
     # one timer for the whole stream, not one per token (alarm.py)
-    alarm = Alarm(loop.time() + job.deadline - time.perf_counter())
+    alarm = Alarm(_loop_clock(job.deadline))
     job.timers.add(alarm)  # so that a drain can bring the deadline forward
     try:
         while True:
