@@ -184,21 +184,23 @@ def _invalid_md(runs: list) -> list[str]:
 def case_md(info: dict, case: dict, heading: str = "##") -> list[str]:
     """One model's table of valid cells, its ratios and targets."""
     model = case["model"]
-    head = "| server | concurrency | requests | valid runs | " + " | ".join(
-        h for _, h, _ in COLUMNS
-    )
-    lines = [
-        "",
-        f"{heading} {model}: {case['input_len']} prompt → {case['output_len']} output tokens",
-        "",
-        head + " |",
-        "|---" * (len(COLUMNS) + 4) + "|",
-    ]
+    title = f"{heading} {model}: {case['input_len']} prompt → {case['output_len']} output tokens"
     rows = [r for r in pick(info["summary"], model=model) if r["valid_runs"]]
     if not rows:
-        return [*lines[:-2], "No valid run of any server: see the runs left out below."]
+        return ["", title, "", "No valid run of any server: see the runs left out below."]
+    # a column no record has (e.g. CPU use, in runs from before it was measured) is left out
+    columns = [c for c in COLUMNS if any(row[c[0]] for row in rows)]
+    lines = [
+        "",
+        title,
+        "",
+        "| server | concurrency | requests | valid runs | "
+        + " | ".join(h for _, h, _ in columns)
+        + " |",
+        "|---" * (len(columns) + 4) + "|",
+    ]
     for row in rows:
-        cells = [fmt(row[k], d) for k, _, d in COLUMNS]
+        cells = [fmt(row[k], d) for k, _, d in columns]
         lines.append(
             f"| {LABELS[row['server']]} | {row['concurrency']} | {row['prompts']} | "
             f"{row['valid_runs']}/{row['runs']} | " + " | ".join(cells) + " |"

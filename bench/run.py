@@ -13,6 +13,7 @@ and OUT/*.png (bench/report.py); logs and the client's own result files go to OU
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,7 +31,7 @@ import models
 import plan
 import report
 import validity
-from procs import ServerProcess, free_port
+from procs import CpuSampler, ServerProcess, free_port
 from servers import ENGINES, LABELS, READY_PATH, EngineSettings, base_env, command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,8 +119,9 @@ def settle(max_load: float, wait: float) -> float:
 
 
 def drive(proc: ServerProcess, case: plan.Case, model_dir: Path, repeat: int, ctx: dict) -> dict:
-    """Wait until `proc` is ready, then run the client over all its levels; facts about the run
-    and, per level, None or why the client failed it."""
+    """Wait until `proc` is ready, then run the client over all its levels; facts about the run,
+    per level None or why the client failed it, and (for the two engine servers, whose main
+    process is the HTTP front end alone) the CPU their processes used meanwhile."""
     kind = "engine" if proc.name in ENGINES else "naive"
     try:
         ready_s = proc.wait_ready(READY_TIMEOUT[kind], READY_PATH[proc.name])
@@ -136,13 +138,15 @@ def drive(proc: ServerProcess, case: plan.Case, model_dir: Path, repeat: int, ct
         for lv, res in ctx["levels"]
     ]
     log = proc.log_path.with_name("client.log")
-    problems = load.run_client(jobs, ctx["api_key"], log)
+    cpu = CpuSampler(proc.proc.pid) if proc.name in ENGINES else None
+    with cpu or contextlib.nullcontext():
+        problems = load.run_client(jobs, ctx["api_key"], log)
     for (lv, _), problem in zip(ctx["levels"], problems, strict=True):
         if problem:  # the record keeps it too: raw/ is not kept, results.json is
             print(f"  c={lv.concurrency}: {problem}", file=sys.stderr, flush=True)
     example = shlex.join([".venv/bin/python", "bench/vllm_cli.py", *jobs[-1][0]])
     ctx["client_example"] = f"OPENAI_API_KEY=$API_KEY {example}"
-    return {"ready_s": round(ready_s, 1), "problems": problems}
+    return {"ready_s": round(ready_s, 1), "problems": problems, "cpu": cpu}
 
 
 def run_instance(case: plan.Case, server: str, model_dir: Path, repeat: int, ctx: dict) -> list:
@@ -161,11 +165,11 @@ def run_instance(case: plan.Case, server: str, model_dir: Path, repeat: int, ctx
     with ServerProcess(cmd, port, raw / "server.log", env=ctx["env"], name=server) as proc:
         facts = drive(proc, case, model_dir, repeat, ctx)
     facts |= {"load_avg_before": load_before, "load_avg_after": round(os.getloadavg()[0], 2)}
-    records = []
+    records, cpu = [], facts.pop("cpu", None)  # None: the server never got to the client
     for (lv, res), problem in zip(ctx["levels"], facts.pop("problems"), strict=True):
         rec = {"model": case.model, "server": server, "repeat": repeat}
         rec |= {"concurrency": lv.concurrency, "prompts": lv.prompts, "warmups": lv.warmups}
-        rec |= load.read_result(res, lv, problem) | facts
+        rec |= load.read_result(res, lv, problem) | facts | cpu_use(cpu, res)
         validity.mark([rec], ctx["max_load"])
         tput = rec["output_throughput"] or 0
         note = "" if rec["valid"] else f"  INVALID: {rec['invalid_reason']}"
@@ -174,6 +178,25 @@ def run_instance(case: plan.Case, server: str, model_dir: Path, repeat: int, ctx
         )
         records.append(rec)
     return records
+
+
+def cpu_use(cpu: CpuSampler | None, result: Path) -> dict:
+    """CPU seconds the server's front end (its main process) and its engine processes used
+    during one level's measured requests, and the front end's per generated token. The window
+    is the result file's: written when the level ended, `duration` s after it began."""
+    if cpu is None or not result.is_file():
+        return {}
+    r = json.loads(result.read_text())
+    end = result.stat().st_mtime
+    used = cpu.between(end - r["duration"], end)
+    if used is None or not r["total_output_tokens"]:
+        return {}
+    front, engine = used
+    return {
+        "front_cpu_s": round(front, 3),
+        "engine_cpu_s": round(engine, 2),
+        "front_cpu_ms_per_token": round(1000 * front / r["total_output_tokens"], 4),
+    }
 
 
 def order(servers: list[str], pairs: int, repeats: int) -> list[tuple[str, int]]:

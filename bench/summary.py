@@ -16,6 +16,9 @@ COLUMNS = (  # (record key, header, decimals)
     ("p50_ttft_ms", "TTFT p50 ms", 1),
     ("p95_ttft_ms", "TTFT p95 ms", 1),
     ("p50_tpot_ms", "TPOT p50 ms", 2),
+    # the HTTP front end's own CPU (its main process, not the engine's) per generated token:
+    # on 2 cores taken from the engine (bench/procs.py CpuSampler); engine servers only
+    ("front_cpu_ms_per_token", "front-end CPU ms/token", 3),
 )
 MIN_PAIRS = 5  # a target is settled by the median of at least this many valid pairs (issue 17)
 TARGETS = {"vllm_ratio": 1.0, "added_ttft_ms": 5.0, "naive_ratio": 20.0}  # issues 5, 17; c >= 16
@@ -46,7 +49,7 @@ def summarize(runs: list) -> list:
         rs = pick(runs, model=model, server=server, concurrency=c)
         good = validity.valid(rs)
         row = {"model": model, "server": server, "concurrency": c, "prompts": rs[0]["prompts"]}
-        row |= {key: spread([r[key] for r in good]) for key, _, _ in COLUMNS}
+        row |= {key: spread([r.get(key) for r in good]) for key, _, _ in COLUMNS}
         row |= {"runs": len(rs), "valid_runs": len(good), "errors": sum(r["errors"] for r in rs)}
         row["invalid_reasons"] = sorted({r["invalid_reason"] for r in rs if not r["valid"]})
         rows.append(row)

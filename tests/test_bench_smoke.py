@@ -9,8 +9,10 @@ engine's start).
 import inspect
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +23,7 @@ sys.path.insert(0, str(REPO / "bench"))  # the bench scripts import their siblin
 
 import load  # noqa: E402
 import plan  # noqa: E402
+import procs  # noqa: E402
 import quantization  # noqa: E402
 import readme  # noqa: E402
 import report  # noqa: E402
@@ -157,6 +160,35 @@ def test_the_readme_tables_are_the_generators_valid_cells():
     assert readme.refresh(text) == text, "run .venv/bin/python bench/readme.py"
 
 
+def test_cpu_sampler_tells_the_main_process_from_the_rest_of_its_group(tmp_path):
+    # the engine's shape: the main process idles while its child (same group) computes
+    child = "import time; t = time.process_time()\nwhile time.process_time() - t < 1: pass\n"
+    child += "time.sleep(60)"
+    main = f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {child!r}]).wait()"
+    proc = subprocess.Popen([sys.executable, "-c", main], start_new_session=True)
+    try:
+        with procs.CpuSampler(proc.pid, every=0.05) as cpu:
+            deadline = time.monotonic() + 30
+            while procs.group_cpu_seconds(proc.pid)[1] < 1.0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # this test's own group, by its PID
+        proc.wait(10)
+    t0, t1 = cpu.samples[0][0], cpu.samples[-1][0]
+    front, rest = cpu.between(t0, t1)
+    assert front < 0.5, (front, rest)  # Python's start-up, not the child's computing
+    assert 1.0 <= rest < 1.6, (front, rest)  # the child's start-up and its 1 s
+    assert cpu.between(t0 - 60, t1) is None  # before the first sample: not known, not guessed
+    # a level's window is its result file's: `duration` s before the file was written
+    res = tmp_path / "c1.json"
+    res.write_text(json.dumps({"duration": t1 - t0, "total_output_tokens": 100}))
+    os.utime(res, (t1, t1))
+    used = run.cpu_use(cpu, res)
+    assert used["engine_cpu_s"] == pytest.approx(rest, abs=0.01), used
+    assert used["front_cpu_ms_per_token"] == pytest.approx(10 * used["front_cpu_s"], 0.01)
+
+
 def test_pairs_alternate_with_the_baselines_between_them():
     assert run.order(["nanoserve", "vllm", "naive", "hf"], pairs=3, repeats=2) == [
         ("nanoserve", 0), ("vllm", 0), ("naive", 0), ("hf", 0),
@@ -199,6 +231,11 @@ def test_smoke_run_measures_every_server_and_level(smoke):
         assert record["request_throughput"] > 0, record
         assert record["p50_ttft_ms"] > 0, record
         assert record["output_tokens"] == record["completed"] * 16, record  # --ignore-eos
+        if record["server"] == "nanoserve":  # the front end's CPU under the real engine
+            assert 0 < record["front_cpu_s"] < record["duration_s"], record
+            assert record["engine_cpu_s"] > 0, record
+        else:  # a one-process server has no front end apart from its model
+            assert "front_cpu_s" not in record, record
 
 
 @pytest.mark.engine
