@@ -84,7 +84,7 @@ def check_cpu() -> Check:
     machine = platform.machine()
     if machine not in ("x86_64", "AMD64"):
         return Check("cpu", True, f"{machine} (vLLM's CPU backend has ARM/Power builds)")
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if "avx512f" in flags:
         return Check("cpu", True, "x86-64 with AVX-512 (vLLM's fastest CPU kernels)")
     if "avx2" in flags:
@@ -94,7 +94,8 @@ def check_cpu() -> Check:
     )
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
+    """The first CPU's feature flags from /proc/cpuinfo (x86 names); empty where there are none."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
