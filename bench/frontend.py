@@ -30,6 +30,7 @@ sys.path.insert(0, str(BENCH))
 import rawload  # noqa: E402
 import validity  # noqa: E402
 from procs import ServerProcess, free_port, redis_server  # noqa: E402
+from usage import cpu_seconds  # noqa: E402
 
 TOKEN = "sk-bench-frontend"
 LIMITS = ["--rpm", "100000000", "--tpm", "1000000000", "--concurrency", "100000"]
@@ -52,12 +53,6 @@ def server_cmd(name: str, port: int, redis_url: str | None, tree: Path = ROOT) -
     if name.endswith("+redis"):
         args += ["--ratelimit-storage", redis_url]
     return fake + args
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(

@@ -6,12 +6,10 @@ after a grace period SIGKILL to that group alone. Waiting always has a deadline.
 """
 
 import contextlib
-import itertools
 import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -140,71 +138,3 @@ def redis_server(out: Path):
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-class CpuSampler:
-    """CPU seconds used by a server's processes over time: its main process (the HTTP front
-    end, which runs the API) apart from the rest of its process group (the engine's core and
-    worker), sampled from /proc every `every` s in a thread while `with`-ed.
-
-    On 2 cores every CPU second the front end spends is taken from the engine, so this is the
-    front end's cost under the real engine, where bench/frontend.py measures it with a fake one.
-    """
-
-    def __init__(self, pid: int, every: float = 0.25):
-        self.pid, self.every = pid, every
-        self.samples: list[tuple[float, float, float]] = []  # (wall time, front s, rest s)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "CpuSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            self.samples.append((time.time(), *group_cpu_seconds(self.pid)))
-            if self._stop.wait(self.every):
-                self.samples.append((time.time(), *group_cpu_seconds(self.pid)))
-                return
-
-    def between(self, t0: float, t1: float) -> tuple[float, float] | None:
-        """(front, rest) CPU seconds used from wall time t0 to t1, interpolated between
-        samples; None unless the samples cover that span."""
-        if not self.samples or t0 < self.samples[0][0] or t1 > self.samples[-1][0]:
-            return None
-        a, b = self._at(t0), self._at(t1)
-        return b[0] - a[0], b[1] - a[1]
-
-    def _at(self, t: float) -> tuple[float, float]:
-        for (ta, fa, ra), (tb, fb, rb) in itertools.pairwise(self.samples):
-            if ta <= t <= tb:
-                w = (t - ta) / (tb - ta) if tb > ta else 0.0
-                return fa + w * (fb - fa), ra + w * (rb - ra)
-        return self.samples[-1][1:]
-
-
-def group_cpu_seconds(pgid: int) -> tuple[float, float]:
-    """(CPU s of process `pgid`, CPU s of the other live processes in its group), user + system."""
-    tick = os.sysconf("SC_CLK_TCK")
-    front = rest = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:  # ended meanwhile
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
-        if int(fields[2]) != pgid:  # field 5 of stat(5): the process group
-            continue
-        used = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-        if int(entry) == pgid:
-            front += used
-        else:
-            rest += used
-    return front, rest

@@ -31,8 +31,9 @@ import models
 import plan
 import report
 import validity
-from procs import CpuSampler, ServerProcess, free_port
+from procs import ServerProcess, free_port
 from servers import ENGINES, LABELS, READY_PATH, EngineSettings, base_env, command
+from usage import CpuSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = {"engine": 600.0, "naive": 180.0}  # s; a cold engine start here takes 30-100 s

@@ -17,7 +17,7 @@ COLUMNS = (  # (record key, header, decimals)
     ("p95_ttft_ms", "TTFT p95 ms", 1),
     ("p50_tpot_ms", "TPOT p50 ms", 2),
     # the HTTP front end's own CPU (its main process, not the engine's) per generated token:
-    # on 2 cores taken from the engine (bench/procs.py CpuSampler); engine servers only
+    # on 2 cores taken from the engine (bench/usage.py CpuSampler); engine servers only
     ("front_cpu_ms_per_token", "front-end CPU ms/token", 3),
 )
 MIN_PAIRS = 5  # a target is settled by the median of at least this many valid pairs (issue 17)

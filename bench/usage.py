@@ -7,7 +7,9 @@ counts CPU time directly: the machine's busy time (/proc/stat) minus the server'
 and this process's own children (the load client) and itself; what is left was someone else's.
 """
 
+import itertools
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,30 +24,53 @@ def _machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / TICK
 
 
-def _group_pids(pgid: int) -> list[int]:
-    pids = []
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after "pid (comm)" (comm may hold spaces): state ppid pgrp
+    ... utime (11) stime (12) ...; OSError once the process has ended."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu_s(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def _group(pgid: int) -> dict[int, list[str]]:
+    """Every live process in group `pgid`, with its stat fields (each read once)."""
+    found = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
-            stat = (d / "stat").read_text()
+            fields = _stat(d.name)
         except OSError:  # ended meanwhile
             continue
-        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ...
         if int(fields[2]) == pgid:
-            pids.append(int(d.name))
-    return pids
+            found[int(d.name)] = fields
+    return found
+
+
+def _group_pids(pgid: int) -> list[int]:
+    return list(_group(pgid))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (all its threads)."""
+    return _cpu_s(_stat(pid))
+
+
+def group_cpu_seconds(pgid: int) -> tuple[float, float]:
+    """(CPU s of process `pgid`, CPU s of the other live processes in its group)."""
+    main = rest = 0.0
+    for pid, fields in _group(pgid).items():
+        if pid == pgid:
+            main += _cpu_s(fields)
+        else:
+            rest += _cpu_s(fields)
+    return main, rest
 
 
 def _group_cpu_s(pgid: int) -> float:
-    total = 0
-    for pid in _group_pids(pgid):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICK
+    return sum(group_cpu_seconds(pgid))
 
 
 def _own_cpu_s() -> float:
@@ -87,3 +112,49 @@ def peak_rss_mib(pgid: int) -> dict:
         kb = {ln.split(":")[0]: int(ln.split()[1]) for ln in status if ln.startswith("Vm")}
         peak, total = max(peak, kb.get("VmHWM", 0)), total + kb.get("VmRSS", 0)
     return {"worker_peak_rss_mib": round(peak / 1024), "group_rss_mib": round(total / 1024)}
+
+
+class CpuSampler:
+    """CPU seconds used by a server's processes over time: its main process (the HTTP front
+    end, which runs the API) apart from the rest of its process group (the engine's core and
+    worker), sampled from /proc every `every` s in a thread while `with`-ed.
+
+    On 2 cores every CPU second the front end spends is taken from the engine, so this is the
+    front end's cost under the real engine, where bench/frontend.py measures it with a fake one.
+    """
+
+    def __init__(self, pid: int, every: float = 0.25):
+        self.pid, self.every = pid, every
+        self.samples: list[tuple[float, float, float]] = []  # (wall time, front s, rest s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "CpuSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.time(), *group_cpu_seconds(self.pid)))
+            if self._stop.wait(self.every):
+                self.samples.append((time.time(), *group_cpu_seconds(self.pid)))
+                return
+
+    def between(self, t0: float, t1: float) -> tuple[float, float] | None:
+        """(front, rest) CPU seconds used from wall time t0 to t1, interpolated between
+        samples; None unless the samples cover that span."""
+        if not self.samples or t0 < self.samples[0][0] or t1 > self.samples[-1][0]:
+            return None
+        a, b = self._at(t0), self._at(t1)
+        return b[0] - a[0], b[1] - a[1]
+
+    def _at(self, t: float) -> tuple[float, float]:
+        for (ta, fa, ra), (tb, fb, rb) in itertools.pairwise(self.samples):
+            if ta <= t <= tb:
+                w = (t - ta) / (tb - ta) if tb > ta else 0.0
+                return fa + w * (fb - fa), ra + w * (rb - ra)
+        return self.samples[-1][1:]

@@ -145,20 +145,26 @@ def serve(settings: Settings) -> int:
         return 2
     name = settings.served_model_name or default_name
     # imports vLLM (~15 s): only once there is something to serve
-    from . import vllm_engine as vllm
     from .doctor import cpu_flags
+    from .vllm_engine import (
+        UnservableModel,
+        VLLMEngine,
+        check_quantization,
+        check_servable,
+        slow_dtype_warning,
+    )
 
     try:  # before a 30 s engine start that would end in a stack trace
-        vllm.check_servable(model_dir)
-        vllm.check_quantization(model_dir, settings)
-    except vllm.UnservableModel as e:
+        check_servable(model_dir)
+        check_quantization(model_dir, settings)
+    except UnservableModel as e:
         log.error("%s", e)
         return 2
-    if slow := vllm.slow_dtype_warning(model_dir, settings, cpu_flags()):
+    if slow := slow_dtype_warning(model_dir, settings, cpu_flags()):
         log.warning("%s", slow)
 
     log.info("loading model %s from %s", name, model_dir)
-    return run(settings, lambda: vllm.VLLMEngine.start(model_dir, name, settings))
+    return run(settings, lambda: VLLMEngine.start(model_dir, name, settings))
 
 
 def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int:

@@ -23,11 +23,11 @@ sys.path.insert(0, str(REPO / "bench"))  # the bench scripts import their siblin
 
 import load  # noqa: E402
 import plan  # noqa: E402
-import procs  # noqa: E402
 import quantization  # noqa: E402
 import readme  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
+import usage  # noqa: E402
 import validity  # noqa: E402
 from load import Level  # noqa: E402
 
@@ -167,9 +167,9 @@ def test_cpu_sampler_tells_the_main_process_from_the_rest_of_its_group(tmp_path)
     main = f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {child!r}]).wait()"
     proc = subprocess.Popen([sys.executable, "-c", main], start_new_session=True)
     try:
-        with procs.CpuSampler(proc.pid, every=0.05) as cpu:
+        with usage.CpuSampler(proc.pid, every=0.05) as cpu:
             deadline = time.monotonic() + 30
-            while procs.group_cpu_seconds(proc.pid)[1] < 1.0 and time.monotonic() < deadline:
+            while usage.group_cpu_seconds(proc.pid)[1] < 1.0 and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(0.2)
     finally:
