@@ -184,13 +184,19 @@ def run_instance(case: plan.Case, server: str, model_dir: Path, repeat: int, ctx
 def cpu_use(cpu: CpuSampler | None, result: Path) -> dict:
     """CPU seconds the server's front end (its main process) and its engine processes used
     during one level's measured requests, and the front end's per generated token. The window
-    is the result file's: written when the level ended, `duration` s after it began."""
+    runs from the first request's start to the last one's end, as the client stamped them
+    (`--save-detailed`: start_times and latencies, on the monotonic clock the sampler reads).
+    Not the result file's mtime: the client writes it after its own bookkeeping, which on a
+    busy machine took longer than a short level, so the window missed the level entirely."""
     if cpu is None or not result.is_file():
         return {}
     r = json.loads(result.read_text())
-    end = result.stat().st_mtime
-    used = cpu.between(end - r["duration"], end)
-    if used is None or not r["total_output_tokens"]:
+    starts, latencies = r.get("start_times"), r.get("latencies")
+    if not starts or not r["total_output_tokens"]:
+        return {}
+    end = max(s + lat for s, lat in zip(starts, latencies, strict=True))
+    used = cpu.between(min(starts), end)
+    if used is None:
         return {}
     front, engine = used
     return {

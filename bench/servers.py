@@ -59,12 +59,15 @@ def command(
 ) -> list[str]:
     """The exact command line that starts `server` on 127.0.0.1:`port`."""
     py, where = sys.executable, ["--host", "127.0.0.1", "--port", str(port)]
+    # `--api-key=KEY`, one argument: a random key can begin with "-", which argparse would take
+    # for an option (1 run in 64 failed to start: "--api-key: expected one argument")
+    key = f"--api-key={api_key}"
     if server == "nanoserve":
         serve = [py, "-m", "nanoserve.cli", "serve", str(model_dir), *where]
-        return [*serve, "--api-key", api_key, "--log-format", "text", *eng.flags()]
+        return [*serve, key, "--log-format", "text", *eng.flags()]
     if server == "vllm":
         entry = [py, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model", str(model_dir)]
         named = ["--served-model-name", model_dir.name, *where]  # served name = dir name, as ours
-        return [*entry, *named, "--api-key", api_key, *eng.flags()]
+        return [*entry, *named, key, *eng.flags()]
     script = {"naive": "naive_server.py", "hf": "hf_server.py"}[server]
     return [py, str(BENCH / script), str(model_dir), "--port", str(port)]

@@ -125,7 +125,9 @@ class CpuSampler:
 
     def __init__(self, pid: int, every: float = 0.25):
         self.pid, self.every = pid, every
-        self.samples: list[tuple[float, float, float]] = []  # (wall time, front s, rest s)
+        # (time.monotonic(), front s, rest s): CLOCK_MONOTONIC, the clock `vllm bench serve`
+        # stamps its requests with (perf_counter), so a level's window needs no translating
+        self.samples: list[tuple[float, float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -139,13 +141,13 @@ class CpuSampler:
 
     def _run(self) -> None:
         while True:
-            self.samples.append((time.time(), *group_cpu_seconds(self.pid)))
+            self.samples.append((time.monotonic(), *group_cpu_seconds(self.pid)))
             if self._stop.wait(self.every):
-                self.samples.append((time.time(), *group_cpu_seconds(self.pid)))
+                self.samples.append((time.monotonic(), *group_cpu_seconds(self.pid)))
                 return
 
     def between(self, t0: float, t1: float) -> tuple[float, float] | None:
-        """(front, rest) CPU seconds used from wall time t0 to t1, interpolated between
+        """(front, rest) CPU seconds used from monotonic time t0 to t1, interpolated between
         samples; None unless the samples cover that span."""
         if not self.samples or t0 < self.samples[0][0] or t1 > self.samples[-1][0]:
             return None

@@ -27,6 +27,7 @@ import quantization  # noqa: E402
 import readme  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
+import servers  # noqa: E402
 import usage  # noqa: E402
 import validity  # noqa: E402
 from load import Level  # noqa: E402
@@ -180,13 +181,27 @@ def test_cpu_sampler_tells_the_main_process_from_the_rest_of_its_group(tmp_path)
     assert front < 0.5, (front, rest)  # Python's start-up, not the child's computing
     assert 1.0 <= rest < 1.6, (front, rest)  # the child's start-up and its 1 s
     assert cpu.between(t0 - 60, t1) is None  # before the first sample: not known, not guessed
-    # a level's window is its result file's: `duration` s before the file was written
+    # a level's window runs from its first request's start to its last one's end, as the
+    # client stamped them: not from the result file's mtime (another clock, written later)
     res = tmp_path / "c1.json"
-    res.write_text(json.dumps({"duration": t1 - t0, "total_output_tokens": 100}))
-    os.utime(res, (t1, t1))
+    stamps = {"start_times": [t0 + 0.01, t0], "latencies": [t1 - t0 - 0.01, 0.5]}
+    res.write_text(json.dumps({**stamps, "total_output_tokens": 100}))
+    os.utime(res, (0, 0))
     used = run.cpu_use(cpu, res)
     assert used["engine_cpu_s"] == pytest.approx(rest, abs=0.01), used
     assert used["front_cpu_ms_per_token"] == pytest.approx(10 * used["front_cpu_s"], 0.01)
+
+
+def test_a_random_key_that_begins_with_a_dash_reaches_the_server_intact():
+    # secrets.token_urlsafe begins with "-" one time in 64: as its own argument argparse took
+    # it for an option and the server never started
+    from server.cli import build_parser
+
+    eng = servers.EngineSettings(max_model_len=128)
+    cmd = servers.command("nanoserve", Path("m"), 8000, "-k3y", eng)
+    args = build_parser().parse_args(cmd[cmd.index("serve") + 1 :])
+    assert args.api_keys == ["-k3y"]
+    assert "--api-key=-k3y" in servers.command("vllm", Path("m"), 8000, "-k3y", eng)
 
 
 def test_pairs_alternate_with_the_baselines_between_them():
