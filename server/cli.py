@@ -145,7 +145,7 @@ def serve(settings: Settings) -> int:
         return 2
     name = settings.served_model_name or default_name
     # imports vLLM (~15 s): only once there is something to serve
-    from .doctor import cpu_flags
+    from .cpu import cpu_flags
     from .vllm_engine import (
         UnservableModel,
         VLLMEngine,

@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .cli import auth_problem, build_parser
+from .cpu import bfloat16_is_slow, cpu_flags
 from .settings import Settings
 
 
@@ -85,23 +86,21 @@ def check_cpu() -> Check:
     if machine not in ("x86_64", "AMD64"):
         return Check("cpu", True, f"{machine} (vLLM's CPU backend has ARM/Power builds)")
     flags = cpu_flags()
+    # a fact to know before choosing --dtype for the CPU backend, not a failure: float32 runs
+    # at full speed (and on a GPU machine the model does not run on this CPU at all)
+    bf16 = (
+        "; no AVX512-BF16/AMX: on this CPU bfloat16 is slow, use float32"
+        if bfloat16_is_slow(flags)
+        else ""
+    )
     if "avx512f" in flags:
-        return Check("cpu", True, "x86-64 with AVX-512 (vLLM's fastest CPU kernels)")
+        return Check("cpu", True, f"x86-64 with AVX-512 (vLLM's fastest CPU kernels){bf16}")
     if "avx2" in flags:
-        return Check("cpu", True, "x86-64 with AVX2, no AVX-512 (CPU inference works, slower)")
+        avx2 = "x86-64 with AVX2, no AVX-512 (CPU inference works, slower)"
+        return Check("cpu", True, avx2 + bf16)
     return Check(
         "cpu", False, "x86-64 without AVX2", "vLLM's CPU backend needs AVX2: use another machine"
     )
-
-
-def cpu_flags() -> set[str]:
-    """The first CPU's feature flags from /proc/cpuinfo (x86 names); empty where there are none."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
 
 
 def check_model(s: Settings) -> tuple[Check, Path | None]:

@@ -26,6 +26,7 @@ from vllm.v1.engine.exceptions import EngineDeadError
 
 from convert.tokenizer import load_char_vocab
 
+from .cpu import BF16_SLOW, bfloat16_is_slow
 from .engine import (
     ChoiceUpdate,
     EngineDead,
@@ -162,26 +163,14 @@ def check_quantization(model_dir: Path, s: Settings) -> None:
         )
 
 
-# x86 flags (/proc/cpuinfo) of the instructions oneDNN needs for a bfloat16 matmul on CPU
-BF16_MATMUL_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
 def slow_dtype_warning(model_dir: Path, s: Settings, cpu_flags: set[str]) -> str | None:
-    """A warning when the compute dtype runs slower than float32 on this CPU, else None.
-
-    Without AVX512-BF16 or AMX, oneDNN has no bfloat16 matmul and vLLM falls back to a slow
-    one ("Failed to create oneDNN linear"): measured on an AVX2 CPU with the 124M model (the
-    README's quantization table), prefill ~5x slower and 16 concurrent requests at 0.29x
-    float32's throughput. The dtype still halves the weights' memory, so it is not refused."""
-    if not current_platform.is_cpu() or not cpu_flags or cpu_flags & BF16_MATMUL_FLAGS:
+    """A warning when the compute dtype runs slower than float32 on this CPU, else None. The
+    dtype still halves the weights' memory, so it is not refused."""
+    if not current_platform.is_cpu() or not bfloat16_is_slow(cpu_flags):
         return None  # no flags: not Linux on x86, where nothing was measured
     if _model_dtype(model_dir, s.dtype) != "bfloat16":
         return None
-    return (
-        "bfloat16 on a CPU without AVX512-BF16 or AMX is slow (oneDNN has no bfloat16 matmul "
-        "here: prefill ~5x slower than float32, throughput under load ~0.3x on the 124M "
-        "model); it saves memory only. For speed, serve with --dtype float32"
-    )
+    return f"{BF16_SLOW}. For speed, serve with --dtype float32"
 
 
 def _inspect_models_in_process() -> None:

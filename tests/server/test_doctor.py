@@ -5,8 +5,11 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from bench.procs import free_port
 from convert.cli import main as convert_main
+from server import doctor as doctor_module
 from tests.helpers import nanogpt_checkpoint, save_checkpoint, tiny_model, write_meta
 from tests.server.conftest import REPO
 
@@ -76,3 +79,24 @@ def test_unsupported_head_size_and_unverified_conversion_fail(tmp_path):
     assert lines["parity"].startswith("FAIL parity: converted with --no-verify")
     assert lines["head size"].startswith("FAIL head size: head size 16")
     assert "fix: serve it on a GPU, or train with a supported head size" in lines["head size"]
+
+
+AVX2 = {"fpu", "sse2", "avx", "avx2", "fma"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "slow"),
+    [
+        (AVX2, True),
+        (AVX2 | {"avx512f"}, True),
+        (AVX2 | {"avx512f", "avx512_bf16"}, False),
+        (AVX2 | {"amx_bf16"}, False),
+    ],
+)
+def test_the_cpu_check_says_when_bfloat16_would_be_slow(monkeypatch, flags, slow):
+    # passes either way (float32 is fast), but the dtype choice is made knowing it
+    monkeypatch.setattr(doctor_module.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(doctor_module, "cpu_flags", lambda: flags)
+    check = doctor_module.check_cpu()
+    assert check.ok
+    assert ("bfloat16 is slow, use float32" in check.detail) == slow, check

@@ -19,9 +19,11 @@ from tests.promql import RULES, dashboard_exprs, metric_names, used_names
 pytestmark = pytest.mark.engine
 
 MODEL = "shakespeare_char"
-# 4 prompts x 16 choices x 120 tokens: seconds of work, so a client leaving after the first
-# event always leaves mid-generation
-LONG = {"model": MODEL, "prompt": ["ROMEO:"] * 4, "max_tokens": 120, "n": 16, "stream": True}
+# 16 prompts x 16 choices x 120 tokens (30,720): ~8 s of work on 2 cores, so a client leaving
+# after the first event leaves mid-generation even when a busy machine stalls it for a while
+# (4 prompts' work took ~2 s, about as long as such stalls were seen to last in CI)
+LONG = {"model": MODEL, "prompt": ["ROMEO:"] * 16, "max_tokens": 120, "n": 16, "stream": True}
+LONG_CHOICES = len(LONG["prompt"]) * LONG["n"]
 COUNTERS = (
     "nanoserve_requests_total",
     "nanoserve_rejections_total",
@@ -202,7 +204,7 @@ def send_mix(server) -> dict:
         assert next(r.iter_lines()).startswith("data: {")
     refused("/v1/completions", 499, "client_disconnect", "ops")
     seen["admitted"] += ["ops", "carol", "carol"]  # the stream, and carol's two 400s
-    seen["finish"] += [("/v1/completions", "abort")] * 64
+    seen["finish"] += [("/v1/completions", "abort")] * LONG_CHOICES
     seen["first_tokens"] += 1
     return seen
 
