@@ -186,8 +186,9 @@ def cpu_use(cpu: CpuSampler | None, result: Path) -> dict:
     during one level's measured requests, and the front end's per generated token. The window
     runs from the first request's start to the last one's end, as the client stamped them
     (`--save-detailed`: start_times and latencies, on the monotonic clock the sampler reads).
-    Not the result file's mtime: the client writes it after its own bookkeeping, which on a
-    busy machine took longer than a short level, so the window missed the level entirely."""
+    Not the result file's mtime: that is stamped after the client's own bookkeeping, by the
+    file system's clock, and in CI it placed a 0.5 s level's window where the front end had
+    used no CPU at all (0.0 s, against ~0.1 s here)."""
     if cpu is None or not result.is_file():
         return {}
     r = json.loads(result.read_text())
