@@ -49,10 +49,6 @@ def _group(pgid: int) -> dict[int, list[str]]:
     return found
 
 
-def _group_pids(pgid: int) -> list[int]:
-    return list(_group(pgid))
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process `pid` so far (all its threads)."""
     return _cpu_s(_stat(pid))
@@ -104,7 +100,7 @@ def peak_rss_mib(pgid: int) -> dict:
     """The largest peak RSS (VmHWM) in the group (the engine's worker holds the weights) and the
     group's current total RSS, in MiB."""
     peak, total = 0, 0
-    for pid in _group_pids(pgid):
+    for pid in _group(pgid):
         try:
             status = Path(f"/proc/{pid}/status").read_text().splitlines()
         except OSError:

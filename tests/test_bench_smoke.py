@@ -18,6 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from server.cli import build_parser
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))  # the bench scripts import their siblings by name
 
@@ -195,8 +197,6 @@ def test_cpu_sampler_tells_the_main_process_from_the_rest_of_its_group(tmp_path)
 def test_a_random_key_that_begins_with_a_dash_reaches_the_server_intact():
     # secrets.token_urlsafe begins with "-" one time in 64: as its own argument argparse took
     # it for an option and the server never started
-    from server.cli import build_parser
-
     eng = servers.EngineSettings(max_model_len=128)
     cmd = servers.command("nanoserve", Path("m"), 8000, "-k3y", eng)
     args = build_parser().parse_args(cmd[cmd.index("serve") + 1 :])
