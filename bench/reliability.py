@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.*` as a script too
 
-from bench import lifecycle, reliability_doc, scenarios, stress
+from bench import anonymous, lifecycle, reliability_doc, scenarios, stress
 from bench.scenarios import Result
 from bench.topology import Topology
 
@@ -30,6 +30,7 @@ Scenario = Callable[[Topology], Awaitable[Result]]
 # one-replica scenarios that follow run on the other one (`stress.STRESSED`) meanwhile, which
 # saves an engine start's wait (~1 min). sigterm leaves one replica, so nothing follows it.
 ORDER: list[tuple[str, Scenario]] = [
+    ("security", anonymous.anonymous_client),
     ("redis", scenarios.redis_outage),
     ("sigkill", scenarios.replica_killed),
     ("admission", stress.admission_burst),

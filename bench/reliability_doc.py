@@ -15,8 +15,8 @@ from bench.procs import ROOT
 
 RESULTS = ROOT / "bench" / "results" / "reliability.json"
 DOC = ROOT / "docs" / "RELIABILITY.md"
-TITLES_ORDER = ("redis", "admission", "deadlines", "disconnect", "engine", "rolling", "sigkill")
-TITLES_ORDER += ("sigterm", "soak")
+TITLES_ORDER = ("security", "redis", "admission", "deadlines", "disconnect", "engine", "rolling")
+TITLES_ORDER += ("sigkill", "sigterm", "soak")
 MEASURED = ("bench", "server", "convert", "deploy", "nanoserve")
 EXCLUDED = ":(exclude)bench/results"
 

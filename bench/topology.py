@@ -244,6 +244,8 @@ class Topology:
         args = [str(DEMO), "--cache-dir", str(self.cache), "--cpu-kvcache-space", "1"]
         args += ["--api-key-file", str(self.keyfile), "--ratelimit-storage", self.redis.url]
         args += ["--log-format", "json", "--served-model-name", served]
+        if "--forwarded-allow-ips" in self.flags:  # nginx, on this host, names the clients
+            args += ["--forwarded-allow-ips", "127.0.0.1"]
         if "--model-alias" in self.flags:
             args += ["--model-alias", "shakespeare"]
         return args

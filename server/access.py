@@ -57,6 +57,7 @@ class Exchange:
     request_id: str
     scope: dict
     metrics: Metrics
+    client: str  # the resolved address (middleware.client_address)
     started: float = field(default_factory=time.perf_counter)
     caller: str | None = None  # set by the guard once the credentials are known
     closed: bool = False
@@ -79,6 +80,7 @@ class Exchange:
         fields = {
             "request_id": self.request_id,
             "caller": self.caller,
+            "client": self.client,
             "method": self.scope["method"],
             "path": self.scope["path"],
             "route": route,

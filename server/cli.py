@@ -209,9 +209,18 @@ def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int
         access_log=False,
         timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
-        # uvicorn's httptools protocol with bounds on the request head (size, time): unbounded,
-        # a client could send headers of any size, forever, before authentication (http.py)
-        http=bounded_protocol(settings.max_header_bytes, settings.header_timeout),
+        # uvicorn's httptools protocol with bounds on heads, bodies, pipelining and connections:
+        # unbounded, a client could hold the server before authentication (http.py)
+        http=bounded_protocol(
+            settings.max_header_bytes,
+            settings.header_timeout,
+            settings.body_timeout,
+            settings.max_connections,
+        ),
+        # uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise: any local
+        # process could then claim any address. Only the proxies named are trusted.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=",".join(settings.forwarded_allow_ips),
     )
     server = _Server(config)
     server.runtime = app.state.runtime

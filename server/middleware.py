@@ -3,8 +3,10 @@
 Every response gets an `x-request-id` (the client's if it is safe, else a fresh one), the body
 size is capped before anything reads it, and each request is logged and counted once (its
 `access.Exchange`, closed here unless the guard or the completion service closed it first).
+The client's address is resolved once, here, for the lockout, the access log and messages.
 """
 
+import ipaddress
 import re
 import uuid
 
@@ -26,6 +28,18 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
             if SAFE_ID.fullmatch(value):
                 return value
     return uuid.uuid4().hex
+
+
+def client_address(scope: dict) -> str:
+    """The client's IP address in canonical form, or "unknown": never a string the client
+    wrote. `scope["client"]` is the TCP peer, or the address a trusted proxy named
+    (--forwarded-allow-ips, applied by uvicorn before the app); a proxy that sent something
+    that is not an address gets "unknown"."""
+    host = (scope.get("client") or ("",))[0] or ""
+    try:
+        return str(ipaddress.ip_address(host[:64]))  # an IPv6 address with a zone is < 64
+    except ValueError:
+        return "unknown"
 
 
 def _headers_too_large(message: str) -> APIError:
@@ -55,8 +69,9 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         rid = request_id_from(scope["headers"])
-        exchange = Exchange(rid, scope, self.metrics)
-        scope.setdefault("state", {}).update(request_id=rid, exchange=exchange)
+        client = client_address(scope)
+        exchange = Exchange(rid, scope, self.metrics, client)
+        scope.setdefault("state", {}).update(request_id=rid, exchange=exchange, client=client)
         # every log line written while this request is served carries its id (logs.py)
         context = REQUEST_ID.set(rid)
         status = 500  # what the log says if the app dies before starting a response

@@ -5,6 +5,7 @@ read the same as with `vllm serve`. The README's settings table is generated fro
 descriptions below (scripts/settings_table.py), so a description is documentation.
 """
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -155,8 +156,17 @@ class Settings(BaseSettings):
     max_auth_failures: int = Field(
         30,
         ge=1,
-        description="Failed authentications per minute from one client address before it gets "
-        "429 for the rest of the minute.",
+        description="Failed authentications per minute from one client address (an IPv6 "
+        "client's /64) before its further failed attempts get 429 for the rest of the minute. "
+        "Valid credentials are never refused by it.",
+    )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For names "
+        "the client: the rightmost address in it that is not one of them is the client's. "
+        "Default: none, every client is its TCP peer. Set it to exactly your proxy's address "
+        "or network, and have the proxy replace the header (nginx: `X-Forwarded-For "
+        "$remote_addr`), or clients can claim any address.",
     )
 
     # --- per-caller limits (defaults; a key-file line or JWT claim overrides them)
@@ -220,6 +230,18 @@ class Settings(BaseSettings):
         description="Seconds a client has to send a complete request head after connecting (or, "
         "on a kept-alive connection, after its first byte); 408 and a close after.",
     )
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a client has to send the rest of a request body after its head; "
+        "408 and a close after (the request's deadline starts only once the body is in).",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open client connections at most; a connection over it gets 503 and a "
+        "close at once. Keep it below the process's open-file limit (`ulimit -n`).",
+    )
 
     # --- admission and deadlines: a replica says "full, try another" (503) at once rather than
     # letting a queue grow that no client will wait out
@@ -278,7 +300,9 @@ class Settings(BaseSettings):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs to shard the model over.")
     seed: int = Field(0, description="Engine random seed.")
 
-    @field_validator("api_keys", "jwt_algorithms", "model_aliases", mode="before")
+    @field_validator(
+        "api_keys", "jwt_algorithms", "model_aliases", "forwarded_allow_ips", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, v):
         if isinstance(v, str):
@@ -299,6 +323,21 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown JWT algorithm(s) {', '.join(unknown)}")
         return [known[a.lower()] for a in v]
+
+    @field_validator("forwarded_allow_ips", mode="after")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        # checked here, not left to uvicorn, which takes a typo for a host name and trusts
+        # nothing without saying so; "*" would let every client write its own address
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or CIDR network (name the proxies "
+                    "exactly: '*' or a host name would let clients choose their address)"
+                ) from None
+        return v
 
     @model_validator(mode="after")
     def _auth_is_coherent(self) -> "Settings":

@@ -2,9 +2,11 @@
 
 Deny by default: a request reaches a route only if its raw path is one of the open paths (the
 probes, and the ones the app adds: SageMaker's, the playground's static files) or it carries
-valid credentials. The check runs on `scope["path"]` before routing, so a new
-route is protected without anyone remembering to, and Host-header or path tricks meet the same
-check (CVE-2026-48746 reached vLLM's routes past a path check through the Host header).
+valid credentials. Failed attempts are counted per client address (lockout.py) and refused with
+429 past a limit; valid credentials are checked first and never refused by that count. The check
+runs on `scope["path"]` before routing, so a new route is protected without anyone remembering
+to, and Host-header or path tricks meet the same check (CVE-2026-48746 reached vLLM's routes past
+a path check through the Host header).
 
 The guard admits (requests/minute, concurrency) and frees the concurrency slot when the response
 is done; it hands routes the caller's `Ticket` in `scope["state"]` and reads nothing back: the
@@ -68,14 +70,17 @@ class Guard:
             return await _refuse_websocket(receive, send)
         if scope["path"] in self.open_paths:
             return await self.app(scope, receive, send)
-        address = (scope.get("client") or ("unknown",))[0]
-        if (wait := self.lockout.retry_after(address)) is not None:
-            return await self._refuse(scope, send, "unauthenticated", _locked_out(wait))
+        state = scope["state"]  # RequestContext made it: the request's Exchange, its client
+        # Credentials first: valid ones go on whatever others did from the same address (a
+        # proxy's, shared by everyone behind it); the lockout refuses only failed attempts.
         caller = self.auth.authenticate(scope["headers"])
         if caller is None:
+            address = state["client"]
+            if (wait := self.lockout.retry_after(address)) is not None:
+                refusal = _locked_out(address, wait)
+                return await self._refuse(scope, send, "unauthenticated", refusal)
             self.lockout.failed(address)
             return await self._refuse(scope, send, "unauthenticated", UNAUTHORIZED)
-        state = scope["state"]  # RequestContext made it, with the request's Exchange
         state["exchange"].caller = caller.id
         if scope["path"] in UNMETERED_PATHS:
             if not caller.reads_metrics:
@@ -111,10 +116,11 @@ def _with_headers(send, ticket: Ticket):
     return wrapped
 
 
-def _locked_out(wait: float) -> APIError:
+def _locked_out(address: str, wait: float) -> APIError:
     seconds = max(math.ceil(wait), 1)
     return APIError(
-        f"Too many failed authentications from your address; retry in {seconds} s.",
+        f"Too many failed authentications from {address}; check the key and retry in "
+        f"{seconds} s (valid credentials are not refused).",
         status=429,
         type="rate_limit_error",
         code="too_many_failed_authentications",

@@ -1,14 +1,35 @@
 """Failed authentications per client address, so keys can't be guessed at line rate.
 
-An address that fails more than `max_failures` times in a window gets 429 for the rest of that
-window, whatever it sends. Memory is bounded: at most `max_addresses` are tracked, the least
-recently seen dropped first (the `limits` library's memory storage has no such cap, and a
-scan from many addresses must not grow the process). Behind a proxy every client shares the
-proxy's address: size the limit for that, or let the proxy limit by client.
+Only failures are refused: a request with valid credentials is never looked up here, so an
+attacker who fails from the address a victim shares (a proxy's, a NAT's) locks out only further
+*failed* attempts, never the victim. An address that fails more than `max_failures` times in a
+window gets 429 for its failed attempts for the rest of that window. A valid request does not
+clear the count: otherwise one valid key would buy an attacker unlimited guesses at others.
+
+Memory is bounded: at most `max_addresses` are tracked, the least recently seen dropped first
+(the `limits` library's memory storage has no such cap, and a scan from many addresses must not
+grow the process), and each is a canonical IP address or IPv6 /64 (`lockout_key`), never a
+client-written string.
 """
 
+import ipaddress
 import time
 from collections import OrderedDict
+
+IPV6_PREFIX = 64  # one IPv6 subscriber gets a /64: counting its addresses apart lets it evade
+
+
+def lockout_key(address: str) -> str:
+    """What failures are counted under: the address itself, or an IPv6 address's /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "unknown"
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:  # ::ffff:10.0.0.1 is 10.0.0.1
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False))
 
 
 class Lockout:
@@ -16,22 +37,23 @@ class Lockout:
         self.max_failures = max_failures
         self.window = window
         self.max_addresses = max_addresses
-        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # addr -> (start, n)
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # key -> (start, n)
 
-    def _current(self, address: str, now: float) -> tuple[float, int]:
-        start, n = self._seen.get(address, (now, 0))
+    def _current(self, key: str, now: float) -> tuple[float, int]:
+        start, n = self._seen.get(key, (now, 0))
         return (now, 0) if now - start >= self.window else (start, n)
 
     def retry_after(self, address: str) -> float | None:
-        """Seconds until `address` may try again, or None if it may now."""
+        """Seconds until `address` may fail again, or None if it may now."""
         now = time.monotonic()
-        start, n = self._current(address, now)
+        start, n = self._current(lockout_key(address), now)
         return self.window - (now - start) if n >= self.max_failures else None
 
     def failed(self, address: str) -> None:
         now = time.monotonic()
-        start, n = self._current(address, now)
-        self._seen[address] = (start, n + 1)
-        self._seen.move_to_end(address)
+        key = lockout_key(address)
+        start, n = self._current(key, now)
+        self._seen[key] = (start, n + 1)
+        self._seen.move_to_end(key)
         while len(self._seen) > self.max_addresses:
             self._seen.popitem(last=False)

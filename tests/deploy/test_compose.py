@@ -3,6 +3,7 @@ locally built image, limits counted in Redis, a completion through nginx with th
 and Prometheus (the monitoring profile) scraping both replicas with a key and loading the alert
 rules."""
 
+import json
 import os
 import re
 import subprocess
@@ -140,6 +141,31 @@ def test_compose_serves_through_nginx_with_limits_in_redis(stack):
         model="shakespeare_char", prompt="ROMEO:", max_tokens=1
     )
     assert re.fullmatch(r"[0-9a-f]{32}", raw.headers["x-request-id"])
+
+    # An anonymous client guessing keys through nginx locks out only its own failures: each
+    # replica counts them by the address nginx names (it trusts only the compose network), so
+    # the valid key and the scraper below still get in. 70 guesses: over 30 on each replica.
+    guesses = [
+        httpx.get(
+            f"{stack.url}/v1/models",
+            headers={"Authorization": f"Bearer sk-guess-{i}", "X-Request-Id": "compose-guess"},
+            timeout=10,
+        ).status_code
+        for i in range(70)
+    ]
+    assert set(guesses) == {401, 429} and guesses[:30] == [401] * 30, guesses
+    assert client.models.list().data[0].id == "shakespeare_char"
+    nginx_ip = pm.podman(
+        "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", nginx,
+        env=stack.env,
+    ).stdout.strip()  # fmt: skip
+    logged = {
+        json.loads(line)["client"]
+        for name in replicas
+        for line in stack.logs(name).splitlines()
+        if '"compose-guess"' in line and '"nanoserve.access"' in line
+    }
+    assert logged and nginx_ip not in logged, (nginx_ip, logged)
 
     # least_conn spread the requests over both replicas (each logs the ids it served)
     served = {name: [rid for rid in ids if f'"{rid}"' in stack.logs(name)] for name in replicas}

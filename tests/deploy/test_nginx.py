@@ -53,7 +53,16 @@ def test_request_id_is_kept_and_made_only_when_absent():
     assert directive("proxy_set_header X-Request-Id") == ["$req_id"]
 
 
-@pytest.mark.parametrize("status", [413, 502, 504])
+def test_the_client_address_replaces_any_forwarded_header_and_is_rate_limited():
+    # appending ($proxy_add_x_forwarded_for) would pass on an address the client wrote
+    assert directive("proxy_set_header X-Forwarded-For") == ["$remote_addr"]
+    [zone] = directive("limit_req_zone")
+    assert zone.split()[0] == "$binary_remote_addr"
+    assert directive("limit_req") == ["zone=clients burst=500 nodelay"]
+    assert directive("limit_req_status") == ["429"]
+
+
+@pytest.mark.parametrize("status", [413, 429, 502, 504])
 def test_nginx_errors_are_in_the_openai_shape(status):
     [body] = re.findall(rf"return {status} '([^']+)'", CONF.read_text())
     error = json.loads(body.replace("\\n", "\n"))["error"]  # nginx reads \n as a newline

@@ -68,6 +68,7 @@ ops      sk-ops       admin
 carol    sk-carol
 prom     sk-prom      metrics
 viewer   sk-viewer
+victim   sk-victim
 """
 
 
@@ -82,7 +83,8 @@ def keyfile(tmp_path_factory):
 def secure(start_server, demo_cache, keyfile, redis_url):
     """The demo behind keys (KEYS), JWTs (SECRET) and limits counted in Redis, with a short
     rate-limit window (4 s) so that limits can be hit and waited out quickly. `viewer` is the
-    playground's caller."""
+    playground's caller. It trusts X-Forwarded-For from 127.0.0.1 only, where the tests'
+    nginx runs; clients from other loopback addresses (127.0.0.2...) are told apart."""
     return start_server(
         "--cache-dir",
         str(demo_cache),
@@ -94,6 +96,8 @@ def secure(start_server, demo_cache, keyfile, redis_url):
         redis_url,
         "--ratelimit-window",
         "4",
+        "--forwarded-allow-ips",
+        "127.0.0.1",
         "--log-format",
         "json",
     )

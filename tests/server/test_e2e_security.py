@@ -10,6 +10,7 @@ import jwt
 import openai
 import pytest
 
+from bench.attacks import client_from, flood, rss_mib
 from tests.server.conftest import KEYS, SECRET
 
 pytestmark = pytest.mark.engine
@@ -172,3 +173,56 @@ def test_usage_report_and_per_caller_metrics(secure):
     # any tenant's key: 403, the metrics name every caller (the `metrics` or `admin` scope reads)
     bob = httpx.get(secure.url + "/metrics", headers={"Authorization": "Bearer sk-bob"})
     assert bob.status_code == 403 and bob.json()["error"]["code"] == "insufficient_permissions"
+
+
+def _bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def nginx(secure, tmp_path):
+    """deploy/nginx/nginx.conf in front of the keyed server (its listen port, upstream and pid
+    file replaced), on 127.0.0.1: the address the server trusts to name clients."""
+    from bench.topology import Nginx
+
+    proxy = Nginx(tmp_path, [secure.port])
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+def test_behind_nginx_a_guessing_client_locks_out_only_its_own_failures(secure, nginx):
+    models = f"{nginx.url}/v1/models"
+    ids = {"X-Request-Id": "lockout-test"}  # nginx passes it on: these requests' log lines
+    with (
+        client_from("127.0.0.2", headers=ids) as attacker,
+        client_from("127.0.0.3", headers=ids) as victim,
+    ):
+        codes = [attacker.get(models, headers=_bearer(f"sk-{i}")).status_code for i in range(31)]
+        assert codes == [401] * 30 + [429], codes
+        # another machine behind the same nginx: its valid key, its scraper, its own typo
+        assert victim.get(models, headers=_bearer("sk-victim")).status_code == 200
+        assert victim.get(f"{nginx.url}/metrics", headers=_bearer("sk-prom")).status_code == 200
+        assert victim.get(models, headers=_bearer("sk-typo")).status_code == 401
+        # the attacker's own valid key still works; its guesses do not, whatever it claims
+        assert attacker.get(models, headers=_bearer("sk-victim")).status_code == 200
+        claims = {**_bearer("sk-guess-x"), "X-Forwarded-For": "127.0.0.3"}
+        assert attacker.get(models, headers=claims).status_code == 429
+        # straight to the server, past nginx: a header from an untrusted peer is ignored
+        direct = attacker.get(f"{secure.url}/v1/models", headers=claims)
+        assert direct.status_code == 429, direct.text
+        assert "127.0.0.2" in direct.json()["error"]["message"]
+    lines = [json.loads(ln) for ln in secure.log().splitlines() if "lockout-test" in ln]
+    seen = {(ln["client"], ln["status"]) for ln in lines if ln.get("route") == "/v1/models"}
+    # every request was logged under its client's address, none under nginx's (127.0.0.1)
+    assert seen == {("127.0.0.2", 401), ("127.0.0.2", 429), ("127.0.0.2", 200),
+                    ("127.0.0.3", 200), ("127.0.0.3", 401)}, seen  # fmt: skip
+
+
+def test_a_pipelining_flood_does_not_grow_the_real_server(secure):
+    before = rss_mib(secure.proc.pid)
+    dropped = [flood(secure.url, 4_000_000) for _ in range(4)]  # none reads an answer
+    grown = rss_mib(secure.proc.pid) - before
+    assert all(dropped), dropped
+    assert grown < 30, f"the server grew {grown:.0f} MiB under a 16 MB pipelining flood"
+    assert httpx.get(f"{secure.url}/v1/models", headers=_bearer("sk-victim")).status_code == 200

@@ -196,7 +196,7 @@ def test_engine_death_mid_stream_is_an_engine_error_with_error_finish(caplog):
 def test_a_job_its_client_left_settles_as_499_with_abort():
     metrics = Metrics(__import__("prometheus_client").CollectorRegistry())
     scope = {"method": "POST", "path": "/v1/completions", "headers": []}
-    exchange = Exchange("left-1", scope, metrics)
+    exchange = Exchange("left-1", scope, metrics, "127.0.0.1")
     work = Prepared(
         [PreparedPrompt([1, 2], "ab")], Sampling(max_tokens=3, n=2), False, None, False, False
     )

@@ -16,6 +16,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from bench.procs import free_port
 from server.security.keyfile import KeyFileError, digest, parse_key_file
+from server.security.lockout import Lockout, lockout_key
 from tests.server.conftest import REPO
 from tests.server.fakes import FakeEngine, fake_app
 
@@ -285,18 +286,41 @@ def test_bad_jwt_settings_are_refused_without_echoing_secrets(flags, message):
         assert secret not in out.stderr
 
 
-def test_failed_authentications_are_limited_per_address():
+def test_failed_authentications_are_limited_per_address_and_valid_keys_still_pass():
     with fake_app(api_keys=["sk-t"], max_auth_failures=3) as c:
         codes = [c.get("/v1/models", headers=_bearer("wrong")).status_code for _ in range(4)]
         assert codes == [401, 401, 401, 429]
-        locked = c.get("/v1/models", headers=KEY)  # this address is locked for the minute
+        # credentials are checked first: the address's lockout refuses only failed attempts
+        assert c.get("/v1/models", headers=KEY).status_code == 200
+        locked = c.get("/v1/models", headers=_bearer("wrong-again"))
         assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+        assert locked.json()["error"]["code"] == "too_many_failed_authentications"
+
+
+def test_lockout_counts_canonical_addresses_and_ipv6_by_64():
+    lock = Lockout(max_failures=2)
+    for spelling in ("2001:db8::1", "2001:db8:0:0:ffff::2", "2001:0db8::3"):  # one /64
+        lock.failed(spelling)
+    assert lock.retry_after("2001:db8::99") is not None
+    assert lock.retry_after("2001:db8:0:1::1") is None  # the next /64
+    lock.failed("::ffff:10.0.0.1")  # an IPv4-mapped address is the IPv4 address
+    lock.failed("10.0.0.1")
+    assert lock.retry_after("10.0.0.1") is not None
+    assert set(lock._seen) == {"2001:db8::/64", "10.0.0.1"}
+    assert lockout_key("x" * 30_000) == "unknown"  # never a client-written string
+
+
+def test_lockout_memory_is_bounded():
+    lock = Lockout(max_failures=1, max_addresses=100)
+    for i in range(1000):
+        lock.failed(f"10.1.{i // 256}.{i % 256}")
+    assert len(lock._seen) == 100 and lock.retry_after("10.1.3.231") is not None
 
 
 def test_engine_is_never_reached_by_refused_requests():
     # (sanity for the above: a refusal costs the engine nothing)
     engine = FakeEngine()
     with fake_app(engine, api_keys=["sk-t"], max_auth_failures=1) as c:
-        c.post("/v1/completions", json=body(), headers=_bearer("wrong"))
-        c.post("/v1/completions", json=body(), headers=KEY)
+        assert c.post("/v1/completions", json=body(), headers=_bearer("wrong")).status_code == 401
+        assert c.post("/v1/completions", json=body(), headers=_bearer("again")).status_code == 429
     assert engine.seen == []
