@@ -59,6 +59,8 @@ def test_config_file_from_environment(toml, monkeypatch):
         (["--config", "/nonexistent/nope.toml"], "config file not found"),
         (["--max-logprobs", "50"], "max_logprobs"),
         (["--dtype", "float64"], "invalid choice"),
+        (["--forwarded-allow-ips", "*"], "'*' is not an IP address or CIDR network"),
+        (["--forwarded-allow-ips", "proxy.local"], "name the proxies exactly"),
     ],
 )
 def test_bad_settings_are_a_clear_error(flags, message):
@@ -91,3 +93,11 @@ def test_api_keys_from_repeated_flag_and_comma_separated_env(monkeypatch):
     monkeypatch.setenv("NANOSERVE_API_KEYS", "k3, k4")
     assert [k.get_secret_value() for k in Settings().api_keys] == ["k3", "k4"]
     assert "k3" not in repr(Settings())  # secrets stay out of reprs and logs
+
+
+def test_trusted_proxies_are_addresses_or_networks_and_default_to_none(monkeypatch):
+    assert Settings().forwarded_allow_ips == []
+    monkeypatch.setenv("NANOSERVE_FORWARDED_ALLOW_IPS", "10.0.0.5, 172.30.87.0/24,::1")
+    assert Settings().forwarded_allow_ips == ["10.0.0.5", "172.30.87.0/24", "::1"]
+    flags = ["--forwarded-allow-ips", "127.0.0.1", "--forwarded-allow-ips", "10.1.0.0/16"]
+    assert load_settings(flags).forwarded_allow_ips == ["127.0.0.1", "10.1.0.0/16"]
