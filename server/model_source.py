@@ -15,6 +15,7 @@ from pathlib import Path
 from convert.output import sha256_file
 
 log = logging.getLogger("nanoserve.model")
+progress = logging.getLogger("nanoserve.convert")  # the converter's lines, as it prints them
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "examples" / "shakespeare_char"
 
@@ -66,9 +67,15 @@ def _convert_cached(ckpt: Path, cache_dir: Path, meta: Path | None, tokenizer: P
         cmd += ["--meta", str(meta)]
     if tokenizer is not None:
         cmd += ["--tokenizer", str(tokenizer)]
-    # the converter's progress goes to our stderr; it inherits our working directory
-    done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
-    if done.returncode != 0:
+    # It inherits our working directory. Its progress (stdout) becomes our log's lines; its
+    # errors reach our stderr as they are (the relay makes them JSON warnings).
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=sys.stderr, encoding="utf-8", errors="replace"
+    ) as proc:
+        for line in proc.stdout:
+            if line.strip():
+                progress.info("%s", line.rstrip())
+    if proc.returncode != 0:
         raise ModelResolutionError(f"converting {ckpt} failed (see the converter's message above)")
     return out
 

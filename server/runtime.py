@@ -157,4 +157,8 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.engine is not None:
             self.engine.shutdown()
+            # The startup heap goes back to the collector, so that the interpreter's last
+            # collection frees it: frozen, Triton's objects outlive the interpreter, and its
+            # binding library (nanobind) reports each as a leak on stderr, past our last line.
+            gc.unfreeze()
         self.metrics.engine_up.set(0)

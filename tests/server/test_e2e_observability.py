@@ -2,10 +2,12 @@
 demo model with a `metrics`-scoped key while real clients send a known mix of requests; through
 Prometheus' HTTP API the counters hold exactly what the clients saw, every metric the dashboard
 and the alert rules use returns data, and every rule evaluates. The access line of a request
-names the series it was counted in, and every log line is JSON."""
+names the series it was counted in, and every log line is JSON: from the start (a conversion
+included) to the exit a SIGTERM asks for, and none of a normal life's lines is a warning."""
 
 import json
 import math
+import re
 import shutil
 import time
 
@@ -328,14 +330,40 @@ def test_no_dashboard_panel_is_dead(secure, mix, prometheus):
     assert dead == []
 
 
-def test_every_log_line_is_json(secure, mix):
-    # vLLM's and uvicorn's start-up lines and warnings included
-    lines = secure.log().splitlines()
-    assert len(lines) > 20
-    not_json = []
+def not_json(lines: list[str]) -> list[str]:
+    out = []
     for line in lines:
         try:
             json.loads(line)
         except ValueError:
-            not_json.append(line)
-    assert not_json == []
+            out.append(line)
+    return out
+
+
+def test_every_log_line_is_json(secure, mix):
+    # vLLM's and uvicorn's start-up lines and warnings included
+    lines = secure.log().splitlines()
+    assert len(lines) > 20
+    assert not_json(lines) == []
+
+
+def test_a_whole_life_is_json_lines_and_none_is_a_warning(start_server, tmp_path):
+    # A normal life of the real server: the demo converted into an empty cache, the engine
+    # started, a request served, SIGTERM, and the exit (vLLM's processes stopped, the
+    # interpreter's teardown). Every line is JSON with one time format, the converter's and the
+    # last ones included; what is harmless on CPU is logged below WARNING (server/harmless.py).
+    key = "sk-whole-life"  # a key: no --no-auth, whose warning is meant to be seen
+    server = start_server(f"--api-key={key}", "--cache-dir", str(tmp_path / "cache"))
+    answer = sdk(server, key).completions.create(model=MODEL, prompt="ROMEO:", max_tokens=5)
+    assert answer.usage.completion_tokens == 5
+    assert server.stop(grace=60) == 0
+    lines = server.log().splitlines()
+    assert not_json(lines) == []
+    records = [json.loads(line) for line in lines]
+    loud = [(r["logger"], r["message"]) for r in records if r["level"] not in ("DEBUG", "INFO")]
+    assert loud == []
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", r["time"]) for r in records)
+    said = [(r["logger"], r["message"].split(":")[0]) for r in records]
+    assert ("nanoserve.convert", "done") in said  # the conversion's lines, under their logger
+    assert ("nanoserve.access", "POST /v1/completions 200") in said
+    assert ("uvicorn.error", f"Finished server process [{server.proc.pid}]") in said

@@ -1,8 +1,10 @@
 """Which conversion `nanoserve serve ckpt.pt` reuses: the cache key follows the vocabulary."""
 
+import logging
+
 import pytest
 
-from server.model_source import ModelResolutionError, cache_key, resolve
+from server.model_source import DEMO_CHECKPOINT, ModelResolutionError, cache_key, resolve
 from tests.helpers import save_checkpoint, write_meta
 
 
@@ -36,3 +38,14 @@ def test_meta_for_a_converted_directory_is_refused(tmp_path):
 def test_missing_meta_is_named(tmp_path, ckpt):
     with pytest.raises(ModelResolutionError, match="--meta not found"):
         resolve(str(ckpt), tmp_path / "cache", meta=tmp_path / "nope.pkl")
+
+
+def test_the_converters_progress_is_logged_as_info_lines(tmp_path, caplog):
+    # its lines (print()ed on its stdout) are our log's lines, under a logger of their own
+    caplog.set_level(logging.INFO, "nanoserve.convert")
+    out, name = resolve(str(DEMO_CHECKPOINT), tmp_path / "cache")
+    assert (out / "config.json").is_file() and name == "shakespeare_char"
+    lines = [r for r in caplog.records if r.name == "nanoserve.convert"]
+    steps = [r.getMessage().split(":")[0] for r in lines]
+    assert steps == ["load", "tokenizer", "write", "verify", "done"]
+    assert {r.levelname for r in lines} == {"INFO"}
