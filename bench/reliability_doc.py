@@ -95,7 +95,7 @@ completed requests; the load average is the machine's, other people's work inclu
   `Retry-After`; nginx retries both on another replica (`proxy_next_upstream error ... http_503
   non_idempotent`). Once the last request is done it stops its engine and exits 0; requests
   still open 2 s before `--graceful-shutdown-timeout` end by their deadline. Stopping the engine
-  takes up to ~20 s more (vLLM gives its processes 5 s, then the memory is freed), so a
+  takes up to ~20 s more (its processes get 10 s to end, then the memory is freed), so a
   supervisor must wait the timeout + 20 s (Kubernetes' 60 s covers it with the 10 s preStop).
 - **A replica that dies (SIGKILL, OOM, node loss)**: requests that had not received a byte are
   retried by nginx on another replica, so neither client sees them fail. **Streams that were
