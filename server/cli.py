@@ -17,6 +17,8 @@ from typing import Literal
 import uvicorn
 from pydantic import ValidationError
 
+from nanoserve import __version__
+
 from .engine import Engine, StartupError
 from .settings import Settings
 
@@ -45,35 +47,125 @@ def flag_of(name: str) -> str:
     return "MODEL" if name in POSITIONAL else ALIASES.get(name, "--" + name.replace("_", "-"))
 
 
-def _help(text: str | None) -> str:
+# --help's sections, in the order a new user needs them; every setting is in exactly one
+# (tests/test_cli.py checks that)
+GROUPS = {
+    "model": (
+        "model",
+        "meta",
+        "tokenizer",
+        "served_model_name",
+        "model_aliases",
+        "cache_dir",
+        "chat_template",
+        "config_file",
+    ),
+    "API": ("host", "port", "keep_alive_timeout", "sse_ping_interval", "no_playground"),
+    "security": (
+        "api_keys",
+        "api_key_file",
+        "jwt_secret",
+        "jwt_public_key_file",
+        "jwt_algorithms",
+        "jwt_audience",
+        "jwt_issuer",
+        "jwt_leeway",
+        "no_auth",
+        "allow_public_no_auth",
+        "metrics_open",
+        "max_auth_failures",
+        "forwarded_allow_ips",
+    ),
+    "limits (per caller, per request, per connection)": (
+        "rpm",
+        "tpm",
+        "concurrency",
+        "ratelimit_window",
+        "ratelimit_storage",
+        "ratelimit_fail_open",
+        "usage_max_callers",
+        "max_n",
+        "max_logprobs",
+        "max_prompts",
+        "crop_max_tokens",
+        "max_request_bytes",
+        "max_header_bytes",
+        "max_header_count",
+        "header_timeout",
+        "body_timeout",
+        "max_connections",
+        "max_queued_requests",
+        "max_queued_tokens",
+        "request_timeout",
+    ),
+    "engine (vLLM's names)": (
+        "dtype",
+        "max_model_len",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "gpu_memory_utilization",
+        "cpu_kvcache_space",
+        "enforce_eager",
+        "quantization",
+        "tensor_parallel_size",
+        "seed",
+    ),
+    "observability": ("log_level", "log_format", "log_text_chars", "ttft_alert_seconds"),
+    "deployment": ("graceful_shutdown_timeout", "sagemaker"),
+}
+
+EXAMPLES = """\
+examples:
+  nanoserve serve --no-auth                              the bundled demo, on 127.0.0.1:8000
+  nanoserve serve out/ckpt.pt --api-key-file keys.txt    your nanoGPT run (from its checkout)
+  NANOSERVE_PORT=9000 nanoserve serve ./converted --config configs/cpu-demo.toml
+
+Precedence: flags > NANOSERVE_* environment > --config TOML > defaults."""
+
+
+def _default(name: str) -> str:
+    field = Settings.model_fields[name]
+    value = field.default_factory() if field.default_factory is not None else field.default
+    if value is False:
+        return "off"
+    return "unset" if value is None or value == [] else str(value)
+
+
+def _help(name: str) -> str:
+    """A setting's description, then its default (unless the description says it) and its
+    environment variable."""
+    text = Settings.model_fields[name].description or ""
+    env = "NANOSERVE_" + name.upper()
+    tail = env if "Default:" in text else f"default: {_default(name)}; {env}"
     # argparse %-formats help strings ("%(default)s"): a literal % must be doubled
-    return (text or "").replace("%", "%%")
+    return f"{text} [{tail}]".replace("%", "%%")
 
 
 def build_parser(prog: str = "nanoserve serve") -> argparse.ArgumentParser:
-    """The `serve` command line, one flag per Settings field."""
+    """The `serve` command line, one flag per Settings field, in GROUPS' sections."""
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Serve a nanoGPT model with vLLM behind an OpenAI-compatible API. "
-        "Precedence: flags > NANOSERVE_* environment > --config TOML > defaults.",
+        usage=f"{prog} [MODEL] [options]",
+        description="Serve a nanoGPT model with vLLM behind an OpenAI-compatible API.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the examples keep their lines
     )
-    p.add_argument(
-        "model",
-        nargs="?",
-        default=None,
-        metavar="MODEL",
-        help=_help(Settings.model_fields["model"].description),
-    )
-    for name, field in Settings.model_fields.items():
-        if name in POSITIONAL:
-            continue
-        kwargs = _flag_kwargs(field.annotation)
-        if name in ALIASES:  # `--model-alias MODEL_ALIAS`, not argparse's MODEL_ALIASES (the dest)
-            kwargs["metavar"] = ALIASES[name][2:].upper().replace("-", "_")
-        p.add_argument(
-            flag_of(name), dest=name, default=None, help=_help(field.description), **kwargs
-        )
+    p.add_argument("--version", action="version", version=f"nanoserve {__version__}")
+    for title, names in GROUPS.items():
+        group = p.add_argument_group(title)
+        for name in names:
+            _add(group, name)
     return p
+
+
+def _add(group, name: str) -> None:
+    if name in POSITIONAL:
+        group.add_argument(name, nargs="?", default=None, metavar="MODEL", help=_help(name))
+        return
+    kwargs = _flag_kwargs(Settings.model_fields[name].annotation)
+    if name in ALIASES:  # `--model-alias MODEL_ALIAS`, not argparse's MODEL_ALIASES (the dest)
+        kwargs["metavar"] = ALIASES[name][2:].upper().replace("-", "_")
+    group.add_argument(flag_of(name), dest=name, default=None, help=_help(name), **kwargs)
 
 
 def load_settings(argv: list[str]) -> Settings:

@@ -213,6 +213,7 @@ def main(argv: list[str]) -> int:
         "Check that `nanoserve serve` with these flags, NANOSERVE_* environment and --config "
         "can work on this machine: one line per check, with the fix. Exit code 1 on a failure."
     )
+    parser.epilog = "example:\n  nanoserve doctor out/ckpt.pt --api-key-file keys.txt"
     ns = parser.parse_args(argv)
     try:
         settings = Settings(**{k: v for k, v in vars(ns).items() if v is not None})

@@ -11,13 +11,15 @@ router = APIRouter()
 
 
 @router.get("/")
-async def root() -> dict:
+async def root(request: Request) -> dict:
     """What this server is and where its API starts (open, for humans and smoke checks)."""
-    return {
-        "status": "ok",
-        "message": "nanoserve: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, "
-        "POST /generate, POST /tokenize; docs at /docs",
-    }
+    message = (
+        "nanoserve: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, "
+        "POST /generate, POST /tokenize; docs at /docs"
+    )
+    if not request.app.state.settings.no_playground:
+        message += "; try it in a browser at /playground"
+    return {"status": "ok", "message": message}
 
 
 @router.get("/health")

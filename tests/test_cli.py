@@ -14,7 +14,8 @@ import pytest
 
 from bench.procs import free_port
 from convert.cli import build_parser as convert_parser
-from server.cli import flag_of
+from nanoserve import __version__
+from server.cli import GROUPS, flag_of
 from server.settings import Settings
 from tests.helpers import char_checkpoint_dir, run_cli
 
@@ -47,6 +48,30 @@ def test_nanoserve_help_describes_each_command_in_a_line():
     for command in ("convert", "serve"):
         line = next(ln for ln in lines if ln.strip().startswith(command + " "))
         assert len(line.split()) > 4, line  # the command and what it does
+
+
+def test_every_setting_is_in_exactly_one_help_section():
+    placed = [name for names in GROUPS.values() for name in names]
+    assert sorted(placed) == sorted(Settings.model_fields), "a setting is missing or doubled"
+
+
+def test_serve_help_is_grouped_with_defaults_variables_and_examples():
+    out = run(NANOSERVE, "serve", "--help")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # argparse wraps lines at any space
+    assert out.stdout.startswith("usage: nanoserve serve [MODEL] [options]\n")
+    for title in ("model:", "security:", "observability:", "deployment:", "examples:"):
+        assert f"\n{title}\n" in out.stdout, title
+    assert "[default: 127.0.0.1; NANOSERVE_HOST]" in text
+    assert "[default: 8000; NANOSERVE_PORT]" in text
+    assert "[default: off; NANOSERVE_NO_AUTH]" in text
+    assert "nanoserve serve --no-auth" in out.stdout.split("examples:")[1]
+
+
+@pytest.mark.parametrize("argv", [("--version",), ("serve", "--version")], ids=["top", "serve"])
+def test_version(argv):
+    out = run(NANOSERVE, *argv)
+    assert (out.returncode, out.stdout) == (0, f"nanoserve {__version__}\n"), out.stderr
 
 
 @pytest.mark.parametrize(

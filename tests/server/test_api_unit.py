@@ -303,6 +303,13 @@ def test_legacy_generate_top_k_over_the_vocabulary_is_off(client, engine):
     assert engine.seen[-1][1].top_k == 0
 
 
+def test_root_says_where_the_api_and_the_playground_are():
+    with fake_app(no_auth=True) as c:
+        assert c.get("/").json()["message"].endswith("try it in a browser at /playground")
+    with fake_app(no_auth=True, no_playground=True) as c:
+        assert "/playground" not in c.get("/").json()["message"]
+
+
 def test_health_probes(client, engine):
     assert client.get("/").json()["status"] == "ok"
     assert client.get("/health").json() == {"status": "healthy", "model_loaded": True}
