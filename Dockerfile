@@ -66,7 +66,7 @@ RUN case "$TARGET" in \
 # leave out nothing (pip keeps no cache here).
 FROM venv AS runtime
 # Caches on the /cache volume, so a restart is a warm start: converted checkpoints, vLLM's model
-# inspection and inductor's compiled kernels (see server/vllm_engine.py on vLLM's AOT cache).
+# inspection and inductor's compiled kernels (see server/engine/vllm_adapter.py on vLLM's AOT cache).
 ENV NANOSERVE_HOST=0.0.0.0 \
     NANOSERVE_CACHE_DIR=/cache \
     VLLM_CACHE_ROOT=/cache/vllm \

@@ -3,7 +3,8 @@
     .venv/bin/python bench/convert_bench.py [--no-opt] [--keep DIR]
 
 Builds the checkpoint as nanoGPT's train.py would save it (weights, AdamW state, metadata), runs
-`python -m convert` on it in a child process, and reports that child's wall time and peak RSS.
+`python -m nanoserve.convert` on it in a child process, and reports that child's wall time and
+peak RSS.
 Both run in children of a parent that never imports torch: Linux carries the parent's peak RSS
 into a vfork+exec'd child's ru_maxrss, which would otherwise report the builder's memory.
 Results are printed and merged into bench/results/convert.json (one entry per variant).
@@ -34,7 +35,7 @@ def build_checkpoint(path: Path, optimizer: bool) -> None:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from convert.reference import GPT, GPTConfig, make_checkpoint
+    from nanoserve.convert.reference import GPT, GPTConfig, make_checkpoint
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768))
@@ -73,7 +74,7 @@ def measure(work: Path, optimizer: bool) -> dict:
         [sys.executable, __file__, "--build", str(ckpt), *([] if optimizer else ["--no-opt"])]
     )
     wall, cpu, peak, log = run_child(
-        [sys.executable, "-m", "convert", str(ckpt), "--out", str(out)]
+        [sys.executable, "-m", "nanoserve.convert", str(ckpt), "--out", str(out)]
     )
     print(log, end="")
     size = ckpt.stat().st_size

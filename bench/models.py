@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from convert.output import sha256_file
+from nanoserve.convert.output import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CKPT = ROOT / "examples" / "shakespeare_char" / "ckpt.pt"
@@ -33,7 +33,7 @@ def _converted_from(out: Path) -> str | None:
 
 def _convert(ckpt: Path, out: Path, quantize: str | None) -> None:
     ckpt, out = ckpt.resolve(), out.resolve()
-    cmd = [sys.executable, "-m", "convert", str(ckpt), "--out", str(out), "--force"]
+    cmd = [sys.executable, "-m", "nanoserve.convert", str(ckpt), "--out", str(out), "--force"]
     cmd += ["--quantize", quantize] if quantize else []
     # cwd: the checkpoint's folder, where nanoGPT's own tools look for data/<dataset>/meta.pkl
     done = subprocess.run(cmd, cwd=ckpt.parent, capture_output=True, text=True)
@@ -44,8 +44,7 @@ def _convert(ckpt: Path, out: Path, quantize: str | None) -> None:
 def build_gpt2(path: Path) -> None:
     """A GPT-2-124M-shaped nanoGPT checkpoint with random (seeded) weights."""
     import torch
-
-    from convert.reference import GPT, GPTConfig, make_checkpoint
+    from nanoserve.convert.reference import GPT, GPTConfig, make_checkpoint
 
     torch.manual_seed(0)
     cfg = GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import naive_api
 import torch
+from nanoserve.convert.mapping import TRANSPOSED
+from nanoserve.convert.reference import GPT, GPTConfig
 from safetensors.torch import load_file
-
-from convert.mapping import TRANSPOSED
-from convert.reference import GPT, GPTConfig
 
 
 def load_reference(model_dir: Path) -> GPT:

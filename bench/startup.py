@@ -2,8 +2,8 @@
 
     flock /tmp/nanoserve-heavy.lock .venv/bin/python bench/startup.py   # ~2 min on 2 cores
 
-Starts `python -m server examples/shakespeare_char --no-auth --cpu-kvcache-space 1` twice with
-the same, initially empty, cache directories (nanoserve's converted checkpoints, vLLM's
+Starts `python -m nanoserve.server examples/shakespeare_char --no-auth --cpu-kvcache-space 1`
+twice with the same, initially empty, cache directories (nanoserve's converted checkpoints, vLLM's
 VLLM_CACHE_ROOT with its torch.compile cache, inductor's TORCHINDUCTOR_CACHE_DIR): the first
 start fills them, the second reads them. Each phase is read off the JSON log's timestamps
 (PHASES) and /ready is polled for the end. `--enforce-eager` adds a pair without compilation.
@@ -66,7 +66,7 @@ def phases(log: Path, started: float) -> dict[str, float | None]:
 def start_once(label: str, caches: Path, out: Path, eager: bool, env_extra: dict) -> dict:
     """Start the demo server with `caches`, time it to /ready, stop it; its phases."""
     port = free_port()
-    cmd = [sys.executable, "-m", "server", "examples/shakespeare_char", "--no-auth"]
+    cmd = [sys.executable, "-m", "nanoserve.server", "examples/shakespeare_char", "--no-auth"]
     cmd += ["--cpu-kvcache-space", "1", "--port", str(port), "--host", "127.0.0.1"]
     cmd += ["--cache-dir", str(caches / "nanoserve"), "--log-format", "json"]
     cmd += ["--enforce-eager"] if eager else []

@@ -52,7 +52,7 @@ def wait_port(port: int, timeout: float) -> None:
 def server_flags() -> set[str]:
     """The flags this checkout's server knows: scenarios that need a newer one say so."""
     out = subprocess.run(
-        [sys.executable, "-m", "server", "--help"],
+        [sys.executable, "-m", "nanoserve.server", "--help"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
@@ -142,7 +142,7 @@ class Replica:
         """Launch (not yet ready: `wait_ready`)."""
         self.starts += 1
         self.launched = time.monotonic()
-        cmd = [sys.executable, "-m", "server", *self.model_args, *self.extra]
+        cmd = [sys.executable, "-m", "nanoserve.server", *self.model_args, *self.extra]
         cmd += ["--port", str(self.port), "--host", "127.0.0.1"]
         env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": str(ROOT)}
         env["VLLM_CPU_OMP_THREADS_BIND"] = str(self.core)
@@ -270,7 +270,7 @@ class Topology:
     def _convert_once(self) -> None:
         # both replicas would otherwise convert the checkpoint into the same cache directory at
         # once; the server's own resolver, run here first, leaves them a finished conversion
-        from server.model_source import resolve
+        from nanoserve.server.engine.model_source import resolve
 
         with contextlib.chdir(ROOT):  # the cache key includes the working directory
             resolve(str(DEMO), self.cache)

@@ -10,7 +10,7 @@ __all__ = ["convert_checkpoint"]
 
 def __getattr__(name: str) -> object:
     if name == "convert_checkpoint":  # lazy: the pipeline imports torch
-        from convert.pipeline import convert_checkpoint
+        from nanoserve.convert.pipeline import convert_checkpoint
 
         return convert_checkpoint
     raise AttributeError(f"module 'convert' has no attribute {name!r}")

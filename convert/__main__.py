@@ -1,7 +1,7 @@
-"""`python -m convert ...` is `nanoserve convert ...`."""
+"""`python -m nanoserve.convert ...` is `nanoserve convert ...`."""
 
 import sys
 
-from convert.cli import main
+from nanoserve.convert.cli import main
 
 sys.exit(main())

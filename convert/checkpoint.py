@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
-from convert.errors import ConvertError, UnsafePickleError
+from nanoserve.convert.errors import ConvertError, UnsafePickleError
 
 REQUIRED_TOP = ("model", "model_args")
 REQUIRED_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")

@@ -3,8 +3,8 @@
 import argparse
 import sys
 
-from convert.errors import ConvertError
-from convert.mapping import DTYPES
+from nanoserve.convert.errors import ConvertError
+from nanoserve.convert.mapping import DTYPES
 
 
 def build_parser(prog: str = "nanoserve convert") -> argparse.ArgumentParser:
@@ -40,7 +40,9 @@ def build_parser(prog: str = "nanoserve convert") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the converter; 0 on success, 2 with a one-line `error:` on stderr otherwise."""
     args = build_parser().parse_args(argv)
-    from convert.pipeline import convert_checkpoint  # torch-heavy: after --help has had its say
+    from nanoserve.convert.pipeline import (
+        convert_checkpoint,  # torch-heavy: after --help has had its say
+    )
 
     try:
         convert_checkpoint(

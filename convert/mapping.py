@@ -14,8 +14,7 @@ No I/O here. Names on both sides are GPT-2's own, so the mapping is mechanical:
 from dataclasses import dataclass
 
 import torch
-
-from convert.errors import ConvertError
+from nanoserve.convert.errors import ConvertError
 
 TRANSPOSED = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # Linear -> Conv1D
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

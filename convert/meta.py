@@ -5,7 +5,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from convert.errors import ConvertError, UnsafePickleError
+from nanoserve.convert.errors import ConvertError, UnsafePickleError
 
 PLAIN_TYPES = (dict, list, str, int)  # all meta.pkl needs; none of them needs a pickle global
 

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from nanoserve.convert.errors import ConvertError
 from safetensors.torch import save_file
-
-from convert.errors import ConvertError
 
 MARKER = "nanoserve.json"  # present in every finished conversion; --force replaces only those
 

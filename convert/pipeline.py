@@ -6,9 +6,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from convert.checkpoint import Checkpoint, load_checkpoint
-from convert.errors import ConvertError
-from convert.mapping import (
+from nanoserve.convert.checkpoint import Checkpoint, load_checkpoint
+from nanoserve.convert.errors import ConvertError
+from nanoserve.convert.mapping import (
     DTYPES,
     ModelShape,
     check_state_dict,
@@ -16,11 +16,18 @@ from convert.mapping import (
     hf_config,
     hf_state_dict,
 )
-from convert.meta import find_meta, load_meta
-from convert.output import check_out, jsonable, sha256_file, staging_dir, write_json, write_weights
-from convert.quantize import W8A8_CONFIG, dequantized, int8_state_dict
-from convert.tokenizer import TokenizerInfo, copy_custom, write_char, write_gpt2
-from convert.verify import (
+from nanoserve.convert.meta import find_meta, load_meta
+from nanoserve.convert.output import (
+    check_out,
+    jsonable,
+    sha256_file,
+    staging_dir,
+    write_json,
+    write_weights,
+)
+from nanoserve.convert.quantize import W8A8_CONFIG, dequantized, int8_state_dict
+from nanoserve.convert.tokenizer import TokenizerInfo, copy_custom, write_char, write_gpt2
+from nanoserve.convert.verify import (
     INT8_BOUND,
     Expected,
     VerifyResult,

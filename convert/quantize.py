@@ -12,8 +12,7 @@ and `wpe`), LayerNorms and biases keep the conversion's dtype.
 """
 
 import torch
-
-from convert.mapping import TRANSPOSED
+from nanoserve.convert.mapping import TRANSPOSED
 
 INT8_MAX = 127  # symmetric: -127..127, so the scale maps the largest |w| of a channel to 127
 

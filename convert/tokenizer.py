@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from nanoserve.convert.errors import ConvertError
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-
-from convert.errors import ConvertError
 
 GPT2_EOS = "<|endoftext|>"
 GPT2_EOS_ID = 50256

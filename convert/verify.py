@@ -25,10 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-
-from convert.errors import ConvertError
-from convert.mapping import ModelShape
-from convert.reference import GPT, GPTConfig
+from nanoserve.convert.errors import ConvertError
+from nanoserve.convert.mapping import ModelShape
+from nanoserve.convert.reference import GPT, GPTConfig
 
 MAPPING_BOUND = 1e-4
 ROUNDING_BOUND = {"float16": 1e-2, "bfloat16": 8e-2}  # relative, see docstring

@@ -9,12 +9,15 @@ from nanoserve import __version__
 # since each pulls in torch or vLLM
 SUBCOMMANDS = {
     "convert": (
-        "convert.cli",
+        "nanoserve.convert.cli",
         "turn a nanoGPT ckpt.pt into a verified Hugging Face GPT-2 directory",
     ),
-    "serve": ("server.cli", "serve a model (directory or ckpt.pt) behind an OpenAI-compatible API"),
+    "serve": (
+        "nanoserve.server.cli",
+        "serve a model (directory or ckpt.pt) behind an OpenAI-compatible API",
+    ),
     "doctor": (
-        "server.doctor",
+        "nanoserve.server.doctor",
         "check that `serve` with the same flags can work here, and how to fix it",
     ),
 }

@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.cli import POSITIONAL, flag_of
-from server.settings import Settings
+from nanoserve.server.cli import POSITIONAL, flag_of
+from nanoserve.server.settings import Settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- settings-table:begin -->", "<!-- settings-table:end -->"

@@ -8,23 +8,23 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from nanoserve.server import errors
+from nanoserve.server.api import generate, openai, playground, probes, sagemaker, tokenize
+from nanoserve.server.engine.interface import Engine
+from nanoserve.server.observability.metrics import Metrics
+from nanoserve.server.runtime import Runtime
+from nanoserve.server.security.accounting import Accounting
+from nanoserve.server.security.auth import Authenticator
+from nanoserve.server.security.guard import Guard
+from nanoserve.server.security.lockout import Lockout
+from nanoserve.server.security.ratelimit import RateLimiter
+from nanoserve.server.serving.chat_template import ChatTemplate
+from nanoserve.server.serving.service import CompletionService
+from nanoserve.server.settings import Settings
+from nanoserve.server.transport.request_context import RequestContext
 from prometheus_client import CollectorRegistry
 
 from nanoserve import __version__
-
-from . import errors, health, legacy, playground, routes, sagemaker, tokens
-from .chat_template import ChatTemplate
-from .engine import Engine
-from .metrics import Metrics
-from .middleware import RequestContext
-from .runtime import Runtime
-from .security.accounting import Accounting
-from .security.auth import Authenticator
-from .security.guard import Guard
-from .security.lockout import Lockout
-from .security.ratelimit import RateLimiter
-from .service import CompletionService
-from .settings import Settings
 
 log = logging.getLogger("nanoserve.app")
 
@@ -76,7 +76,7 @@ def create_app(
     app.state.auth = auth  # SIGHUP reloads its key file
     app.state.accounting = accounting
     errors.install(app)
-    for module in (routes, legacy, tokens, sagemaker, health):
+    for module in (openai, generate, tokenize, sagemaker, probes):
         app.include_router(module.router)
     open_paths = sagemaker.SAGEMAKER_PATHS if settings.sagemaker else frozenset()
     if not settings.no_playground:

@@ -1,4 +1,4 @@
-"""`nanoserve serve [MODEL] [--flags]` (also `python -m server`).
+"""`nanoserve serve [MODEL] [--flags]` (also `python -m nanoserve.server`).
 
 Flags are generated from the Settings fields (`max_model_len` -> `--max-model-len`), so every
 setting has exactly one spelling per source and the CLI can't drift from the docs.
@@ -15,12 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import uvicorn
+from nanoserve.server.engine.interface import Engine, StartupError
+from nanoserve.server.settings import Settings
 from pydantic import ValidationError
 
 from nanoserve import __version__
-
-from .engine import Engine, StartupError
-from .settings import Settings
 
 log = logging.getLogger("nanoserve.cli")
 
@@ -221,8 +220,8 @@ def auth_problem(s: Settings) -> str | None:
 
 def serve(settings: Settings) -> int:
     """Resolve MODEL, then run the server on vLLM. Returns the process exit code."""
-    from . import logs
-    from .model_source import ModelResolutionError, resolve
+    from nanoserve.server.engine.model_source import ModelResolutionError, resolve
+    from nanoserve.server.observability import logs
 
     logs.configure(settings)
     if problem := auth_problem(settings):
@@ -237,8 +236,8 @@ def serve(settings: Settings) -> int:
         return 2
     name = settings.served_model_name or default_name
     # imports vLLM (~15 s): only once there is something to serve
-    from .cpu import cpu_flags
-    from .vllm_engine import (
+    from nanoserve.server.engine.cpu import cpu_flags
+    from nanoserve.server.engine.vllm_adapter import (
         UnservableModel,
         VLLMEngine,
         check_quantization,
@@ -266,9 +265,9 @@ def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int
     and goes to another replica), answers 503 + Retry-After to requests that still arrive on
     open connections, lets in-flight requests finish (up to graceful_shutdown_timeout), and we
     return 0: a drain is the normal end of a replica, not a failure."""
-    from .app import create_app
-    from .http import bounded_protocol
-    from .security.keyfile import KeyFileError
+    from nanoserve.server.app import create_app
+    from nanoserve.server.security.keyfile import KeyFileError
+    from nanoserve.server.transport.connection import bounded_protocol
 
     if problem := auth_problem(settings):  # (again: run() has callers besides serve())
         log.error("%s", problem)

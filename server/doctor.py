@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanoserve.server.cli import auth_problem, build_parser
+from nanoserve.server.engine.cpu import bfloat16_is_slow, cpu_flags
+from nanoserve.server.settings import Settings
 from pydantic import ValidationError
-
-from .cli import auth_problem, build_parser
-from .cpu import bfloat16_is_slow, cpu_flags
-from .settings import Settings
 
 
 @dataclass
@@ -105,7 +104,7 @@ def check_cpu() -> Check:
 
 def check_model(s: Settings) -> tuple[Check, Path | None]:
     """MODEL resolves (a ckpt.pt is converted, once, into the cache) and its directory loads."""
-    from .model_source import ModelResolutionError, resolve
+    from nanoserve.server.engine.model_source import ModelResolutionError, resolve
 
     try:
         model_dir, _ = resolve(s.model, s.cache_dir, s.meta, s.tokenizer)
@@ -156,7 +155,7 @@ def check_parity(model_dir: Path) -> Check:
 def check_engine(s: Settings, model_dir: Path | None) -> Iterator[Check]:
     """vLLM's platform, then whether it can run this model (head size on CPU, quantization)."""
     try:
-        from . import vllm_engine
+        from nanoserve.server.engine import vllm_adapter
     except ImportError as e:
         yield Check(
             "vllm",
@@ -165,28 +164,28 @@ def check_engine(s: Settings, model_dir: Path | None) -> Iterator[Check]:
             "scripts/setup.sh (CPU) or scripts/setup.sh gpu",
         )
         return
-    yield Check("vllm", True, vllm_engine.platform_summary())
+    yield Check("vllm", True, vllm_adapter.platform_summary())
     if model_dir is None:
         return
     try:
-        vllm_engine.check_servable(model_dir)
-    except vllm_engine.UnservableModel as e:
+        vllm_adapter.check_servable(model_dir)
+    except vllm_adapter.UnservableModel as e:
         detail, _, fix = str(e).partition("; ")
         yield Check("head size", False, detail, fix)
         return
     cfg = json.loads((model_dir / "config.json").read_text())
     yield Check("head size", True, f"{cfg['n_embd'] // cfg['n_head']} is supported here")
-    yield check_quantization(s, model_dir, vllm_engine)
+    yield check_quantization(s, model_dir, vllm_adapter)
 
 
-def check_quantization(s: Settings, model_dir: Path, vllm_engine) -> Check:
+def check_quantization(s: Settings, model_dir: Path, vllm_adapter) -> Check:
     """--quantization and --dtype against the model and this device, as serve checks them."""
     try:
-        vllm_engine.check_quantization(model_dir, s)
-    except vllm_engine.UnservableModel as e:
+        vllm_adapter.check_quantization(model_dir, s)
+    except vllm_adapter.UnservableModel as e:
         detail, _, fix = str(e).partition("; ")
         return Check("quantization", False, detail, fix)
-    method = s.quantization or vllm_engine.checkpoint_method(model_dir)
+    method = s.quantization or vllm_adapter.checkpoint_method(model_dir)
     return Check("quantization", True, f"{method} runs here" if method else "none")
 
 

@@ -12,12 +12,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from nanoserve import __version__
+from nanoserve.server.engine.interface import Engine, StartupError
+from nanoserve.server.errors import unavailable
+from nanoserve.server.observability.metrics import Metrics
+from nanoserve.server.serving.service import CompletionService
 
-from .engine import Engine, StartupError
-from .errors import unavailable
-from .metrics import Metrics
-from .service import CompletionService
+from nanoserve import __version__
 
 log = logging.getLogger("nanoserve.runtime")
 

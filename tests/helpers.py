@@ -4,9 +4,8 @@ import pickle
 from pathlib import Path
 
 import torch
-
-from convert.cli import main as convert_main
-from convert.reference import GPT, GPTConfig, make_checkpoint
+from nanoserve.convert.cli import main as convert_main
+from nanoserve.convert.reference import GPT, GPTConfig, make_checkpoint
 
 # nanoGPT's shakespeare_char vocabulary: 65 characters, including ' ' and '\n'
 SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from nanoserve.convert.cli import build_parser as convert_parser
+from nanoserve.server.cli import GROUPS, flag_of
+from nanoserve.server.settings import Settings
 
 from bench.procs import free_port
-from convert.cli import build_parser as convert_parser
 from nanoserve import __version__
-from server.cli import GROUPS, flag_of
-from server.settings import Settings
 from tests.helpers import char_checkpoint_dir, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,9 @@ def test_version(argv):
 
 
 @pytest.mark.parametrize(
-    "argv", [(NANOSERVE, "serve", "--help"), (PY, "-m", "server", "--help")], ids=["nanoserve", "m"]
+    "argv",
+    [(NANOSERVE, "serve", "--help"), (PY, "-m", "nanoserve.server", "--help")],
+    ids=["nanoserve", "m"],
 )
 def test_serve_help_lists_every_setting(argv):
     out = run(*argv)
@@ -86,7 +88,7 @@ def test_serve_help_lists_every_setting(argv):
 
 @pytest.mark.parametrize(
     "argv",
-    [(NANOSERVE, "convert", "--help"), (PY, "-m", "convert", "--help")],
+    [(NANOSERVE, "convert", "--help"), (PY, "-m", "nanoserve.convert", "--help")],
     ids=["nanoserve", "m"],
 )
 def test_convert_help_lists_every_option(argv):
@@ -113,7 +115,7 @@ def test_unsupported_head_size_is_refused_in_one_line(tmp_path, capsys):
     ckpt, _ = char_checkpoint_dir(tmp_path / "ckpt", n_embd=48, n_head=3)
     assert run_cli([ckpt, "--out", tmp_path / "hf", "--no-verify"], capsys)[0] == 0
     out = run(
-        PY, "-m", "server", str(tmp_path / "hf"), "--no-auth", "--port", str(free_port()),
+        PY, "-m", "nanoserve.server", str(tmp_path / "hf"), "--no-auth", "--port", str(free_port()),
         "--log-format", "text",
     )  # fmt: skip
     assert out.returncode == 2, out.stderr[-2000:]

@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from nanoserve.convert.checkpoint import find_checkpoint, load_checkpoint
+from nanoserve.convert.errors import ConvertError, UnsafePickleError
 
-from convert.checkpoint import find_checkpoint, load_checkpoint
-from convert.errors import ConvertError, UnsafePickleError
 from tests.helpers import nanogpt_checkpoint, save_checkpoint, tiny_model
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from nanoserve.convert.tokenizer import write_gpt2
 from safetensors import safe_open
 from transformers import GPT2LMHeadModel
 
-from convert.tokenizer import write_gpt2
 from nanoserve import __version__
 from nanoserve.cli import main as nanoserve_main
 from tests.helpers import (
@@ -235,7 +235,7 @@ def test_nanoserve_convert_dispatches_to_the_converter(tmp_path, capsys):
 def test_package_exposes_convert_checkpoint_lazily():
     code = "import sys, convert; f = convert.convert_checkpoint; print(f.__module__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "convert.pipeline"
+    assert done.stdout.strip() == "nanoserve.convert.pipeline"
 
 
 def test_nanoserve_unknown_subcommand_is_exit_2(capsys):

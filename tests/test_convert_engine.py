@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from nanoserve.convert.pipeline import convert_checkpoint
+from nanoserve.convert.reference import GPT
 from tokenizers import Tokenizer
 
-from convert.pipeline import convert_checkpoint
-from convert.reference import GPT
 from tests.helpers import (
     GPT2_PADDED,
     SHAKESPEARE_CHARS,

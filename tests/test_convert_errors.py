@@ -4,8 +4,9 @@ import json
 import os
 import pickle
 
-import convert.verify
-from convert.tokenizer import write_gpt2
+from nanoserve.convert import verify
+from nanoserve.convert.tokenizer import write_gpt2
+
 from tests.helpers import (
     char_checkpoint_dir,
     nanogpt_checkpoint,
@@ -129,7 +130,7 @@ def test_meta_and_tokenizer_together_are_refused(tmp_path, capsys):
 
 
 def test_failed_verification_leaves_nothing_behind(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(convert.verify, "MAPPING_BOUND", 0.0)
+    monkeypatch.setattr(verify, "MAPPING_BOUND", 0.0)
     ckpt, _ = char_checkpoint_dir(tmp_path / "ckpt")
     code, out, err = run_cli([ckpt, "--out", tmp_path / "hf"], capsys)
     assert code == 2

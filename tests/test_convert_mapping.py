@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-
-from convert.errors import ConvertError
-from convert.mapping import (
+from nanoserve.convert.errors import ConvertError
+from nanoserve.convert.mapping import (
     ModelShape,
     check_state_dict,
     generation_config,
@@ -12,6 +11,7 @@ from convert.mapping import (
     hf_state_dict,
     nanogpt_shapes,
 )
+
 from tests.helpers import GPT2_PADDED, tiny_model
 
 

@@ -4,9 +4,9 @@ import os
 import pickle
 
 import pytest
+from nanoserve.convert.errors import ConvertError, UnsafePickleError
+from nanoserve.convert.meta import find_meta, load_meta, load_plain_pickle
 
-from convert.errors import ConvertError, UnsafePickleError
-from convert.meta import find_meta, load_meta, load_plain_pickle
 from tests.helpers import SHAKESPEARE_CHARS, write_meta
 
 

@@ -4,10 +4,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from transformers import GPT2Config, GPT2LMHeadModel
-
-from convert.quantize import (
+from nanoserve.convert.quantize import (
     W8A8_CONFIG,
     dequantize_weight,
     dequantized,
@@ -15,6 +12,9 @@ from convert.quantize import (
     is_projection,
     quantize_weight,
 )
+from safetensors.torch import load_file
+from transformers import GPT2Config, GPT2LMHeadModel
+
 from tests.helpers import char_checkpoint_dir, run_cli
 
 PROJECTIONS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")

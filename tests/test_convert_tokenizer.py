@@ -5,16 +5,16 @@ import subprocess
 import sys
 
 import pytest
-from transformers import AutoTokenizer
-
-from convert.errors import ConvertError
-from convert.tokenizer import (
+from nanoserve.convert.errors import ConvertError
+from nanoserve.convert.tokenizer import (
     char_tokenizer,
     copy_custom,
     unknown_chars,
     write_char,
     write_gpt2,
 )
+from transformers import AutoTokenizer
+
 from tests.helpers import SHAKESPEARE_CHARS, encode_chars
 
 ITOS = list(SHAKESPEARE_CHARS)

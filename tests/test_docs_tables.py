@@ -4,9 +4,9 @@ checked against the parsers, the app and the blocks' marks (tests/test_docs.py r
 import re
 
 from fastapi.routing import APIRoute
+from nanoserve.convert.cli import build_parser as convert_parser
+from nanoserve.server.cli import build_parser as serve_parser
 
-from convert.cli import build_parser as convert_parser
-from server.cli import build_parser as serve_parser
 from tests.docs_blocks import BEGIN, DOCS, END, REPO, all_blocks, blocks, not_run_table, replaced
 from tests.server.fakes import fake_app
 from tests.test_cli import bench_parser, long_options

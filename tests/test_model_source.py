@@ -2,7 +2,8 @@
 
 import json
 
-from server.model_source import resolve
+from nanoserve.server.engine.model_source import resolve
+
 from tests.helpers import nanogpt_checkpoint, save_checkpoint, tiny_model, write_meta
 
 

@@ -8,7 +8,7 @@ Prometheus for the fleet.
 
 from collections import defaultdict
 
-from ..metrics import Metrics
+from nanoserve.server.observability.metrics import Metrics
 
 OTHER = "other"
 

@@ -9,10 +9,16 @@ import os
 from pathlib import Path
 
 import jwt
-
-from ..settings import Settings
-from .callers import ANONYMOUS, Caller, Limits
-from .keyfile import KeyEntry, KeyFileError, digest, find, key_id, parse_key_file
+from nanoserve.server.security.callers import ANONYMOUS, Caller, Limits
+from nanoserve.server.security.keyfile import (
+    KeyEntry,
+    KeyFileError,
+    digest,
+    find,
+    key_id,
+    parse_key_file,
+)
+from nanoserve.server.settings import Settings
 
 log = logging.getLogger("nanoserve.auth")
 

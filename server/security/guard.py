@@ -17,11 +17,11 @@ and its rejection counted here (the request's `access.Exchange`), with the reaso
 import logging
 import math
 
-from ..errors import APIError
-from .accounting import Accounting
-from .auth import Authenticator
-from .lockout import Lockout
-from .ratelimit import RateLimiter, Ticket
+from nanoserve.server.errors import APIError
+from nanoserve.server.security.accounting import Accounting
+from nanoserve.server.security.auth import Authenticator
+from nanoserve.server.security.lockout import Lockout
+from nanoserve.server.security.ratelimit import RateLimiter, Ticket
 
 log = logging.getLogger("nanoserve.guard")
 

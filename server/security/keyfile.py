@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .callers import Caller, Limits
+from nanoserve.server.security.callers import Caller, Limits
 
 LIMIT_KEYS = ("rpm", "tpm", "concurrency")
 SHA256_HEX = re.compile(r"sha256:([0-9a-f]{64})")

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.util import WindowStats
-
-from ..errors import APIError, unavailable
-from ..settings import Settings
-from .callers import Caller, Limits
+from nanoserve.server.errors import APIError, unavailable
+from nanoserve.server.security.callers import Caller, Limits
+from nanoserve.server.settings import Settings
 
 log = logging.getLogger("nanoserve.ratelimit")
 

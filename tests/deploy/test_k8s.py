@@ -10,10 +10,10 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from nanoserve.server.app import create_app
+from nanoserve.server.security.keyfile import digest, parse_key_file
+from nanoserve.server.settings import Settings
 
-from server.app import create_app
-from server.security.keyfile import digest, parse_key_file
-from server.settings import Settings
 from tests.deploy import k8s
 
 OVERLAYS = list(k8s.OVERLAYS)

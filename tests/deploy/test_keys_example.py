@@ -1,6 +1,7 @@
 """deploy/keys.example is a key file the server reads, with Prometheus's key scoped to metrics."""
 
-from server.security.keyfile import parse_key_file
+from nanoserve.server.security.keyfile import parse_key_file
+
 from tests.deploy.podman import REPO
 
 

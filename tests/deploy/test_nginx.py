@@ -6,8 +6,8 @@ import shutil
 import subprocess
 
 import pytest
+from nanoserve.server.settings import Settings
 
-from server.settings import Settings
 from tests.deploy.podman import REPO
 
 CONF = REPO / "deploy" / "nginx" / "nginx.conf"

@@ -1,4 +1,4 @@
-"""Real servers for end-to-end tests: `python -m server` as a subprocess on 127.0.0.1.
+"""Real servers for end-to-end tests: `python -m nanoserve.server` as a subprocess on 127.0.0.1.
 
 One server per session for the bundled demo model (engine start costs ~30-100 s here); tests that
 kill the engine get their own. Processes are started and stopped by `bench/procs.py`, the helper
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from nanoserve.convert.reference import GPT, GPTConfig
 
 from bench.procs import ServerProcess, free_port, redis_server
-from convert.reference import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "shakespeare_char"
@@ -23,9 +23,19 @@ FAKE_START_TIMEOUT = 60
 
 
 def server_process(args: list[str], log_path: Path, env: dict | None = None, cwd: Path = REPO):
-    """`python -m server ARGS` on a free loopback port with a small KV cache (not yet ready)."""
+    """`python -m nanoserve.server ARGS` on a free loopback port with a small KV cache (not yet
+    ready)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "server", *args, "--port", str(port), "--host", "127.0.0.1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nanoserve.server",
+        *args,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
     cmd += ["--cpu-kvcache-space", "1"]
     # the server's package must import from this checkout even when run elsewhere (cwd)
     full_env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": str(REPO), **(env or {})}
@@ -144,7 +154,7 @@ def nanogpt_checkout(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def reference():
     """The demo checkpoint in the reference nanoGPT architecture, with its char vocabulary."""
-    from convert.meta import load_meta
+    from nanoserve.convert.meta import load_meta
 
     ckpt = torch.load(DEMO / "ckpt.pt", map_location="cpu", weights_only=True)
     model = GPT(GPTConfig.from_model_args(ckpt["model_args"]))

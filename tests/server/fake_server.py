@@ -8,8 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from server import logs
-from server.cli import load_settings, run
+from nanoserve.server.cli import load_settings, run
+from nanoserve.server.observability import logs
+
 from tests.server.fakes import FakeEngine
 
 

@@ -10,10 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
-
-from server.app import create_app
-from server.engine import (
+from nanoserve.server.app import create_app
+from nanoserve.server.engine.interface import (
     ChoiceUpdate,
     EngineDead,
     EngineRejected,
@@ -22,7 +20,8 @@ from server.engine import (
     TokenLogprob,
     Update,
 )
-from server.settings import Settings
+from nanoserve.server.settings import Settings
+from prometheus_client import CollectorRegistry
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz \n:"  # ":" for the default chat template
 

@@ -1,10 +1,9 @@
-"""server/alarm.py: asyncio.timeout's behaviour over the waits of a loop, with one timer."""
+"""server/serving/deadline.py: asyncio.timeout's behaviour over the waits of a loop, with one timer."""
 
 import asyncio
 
 import pytest
-
-from server.alarm import Alarm
+from nanoserve.server.serving.deadline import Alarm
 
 
 def run(coro):

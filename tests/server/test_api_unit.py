@@ -215,7 +215,7 @@ def test_aliases_are_served_under_the_versioned_name():
 
 
 def test_aliases_from_the_environment_are_comma_separated(monkeypatch):
-    from server.settings import Settings
+    from nanoserve.server.settings import Settings
 
     monkeypatch.setenv("NANOSERVE_MODEL_ALIASES", "a, b")
     assert Settings().model_aliases == ["a", "b"]

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
+from nanoserve.server.serving.chat_template import DEFAULT_TEMPLATE, ChatTemplate, ChatTemplateError
 
-from server.chat_template import DEFAULT_TEMPLATE, ChatTemplate, ChatTemplateError
 from tests.server.conftest import REPO
 from tests.server.fakes import ALPHABET, FakeEngine, fake_app
 

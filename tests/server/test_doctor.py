@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from nanoserve.convert.cli import main as convert_main
+from nanoserve.server import doctor as doctor_module
 
 from bench.procs import free_port
-from convert.cli import main as convert_main
-from server import doctor as doctor_module
 from tests.helpers import nanogpt_checkpoint, save_checkpoint, tiny_model, write_meta
 from tests.server.conftest import REPO
 

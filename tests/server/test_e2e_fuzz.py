@@ -13,11 +13,11 @@ from collections import Counter
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from nanoserve.convert.meta import load_meta
+from nanoserve.server.app import create_app
+from nanoserve.server.settings import Settings
 from prometheus_client import CollectorRegistry
 
-from convert.meta import load_meta
-from server.app import create_app
-from server.settings import Settings
 from tests.server.conftest import DEMO
 
 pytestmark = pytest.mark.engine

@@ -351,7 +351,7 @@ def test_a_whole_life_is_json_lines_and_none_is_a_warning(start_server, tmp_path
     # A normal life of the real server: the demo converted into an empty cache, the engine
     # started, a request served, SIGTERM, and the exit (vLLM's processes stopped, the
     # interpreter's teardown). Every line is JSON with one time format, the converter's and the
-    # last ones included; what is harmless on CPU is logged below WARNING (server/harmless.py).
+    # last ones included; what is harmless on CPU is logged below WARNING (server/observability/harmless.py).
     key = "sk-whole-life"  # a key: no --no-auth, whose warning is meant to be seen
     server = start_server(f"--api-key={key}", "--cache-dir", str(tmp_path / "cache"))
     answer = sdk(server, key).completions.create(model=MODEL, prompt="ROMEO:", max_tokens=5)

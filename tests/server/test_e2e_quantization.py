@@ -9,9 +9,9 @@ import math
 import openai
 import pytest
 import torch
+from nanoserve.convert.cli import main as convert_main
 
 from bench.quality import heldout_text
-from convert.cli import main as convert_main
 from tests.server.conftest import DEMO, encode
 
 pytestmark = pytest.mark.engine

@@ -1,4 +1,4 @@
-"""server/http.py and the client address, on a real server process (real uvicorn, app and
+"""server/transport/connection.py and the client address, on a real server process (real uvicorn, app and
 limiter; a fake engine: none of this reaches it). Each test is an attack run's reproduction and
 failed on the code before its fix."""
 

@@ -1,4 +1,4 @@
-"""The log format (server/logs.py) and the level of the known-harmless warnings (harmless.py),
+"""The log format (server/observability/logs.py) and the level of the known-harmless warnings (harmless.py),
 without vLLM: a text record is one line whatever its fields hold, vLLM's warnings that are
 harmless on CPU come out at their true level, and what the relay wraps looks like our own lines.
 The whole life of a real server, every line JSON and none a warning: test_e2e_observability.py."""
@@ -11,9 +11,8 @@ import subprocess
 import sys
 
 import pytest
-
-from server.harmless import Harmless
-from server.logs import CONTINUED, OneLineFormatter
+from nanoserve.server.observability.harmless import Harmless
+from nanoserve.server.observability.logs import CONTINUED, OneLineFormatter
 
 FORGED = "2026-12-04 15:00:00,000 INFO nanoserve.access: GET /v1/usage 200"
 TEXT = "%(levelname)s %(name)s: %(message)s"
@@ -141,8 +140,8 @@ def test_every_process_lowers_them_and_the_relay_formats_like_our_own_lines(tmp_
     # straight to the real stderr (not through the relay)
     code = f"""
 import json, logging, logging.config, os
-from server import logs
-from server.settings import Settings
+from nanoserve.server.observability import logs
+from nanoserve.server.settings import Settings
 logs.configure(Settings(cache_dir={str(tmp_path)!r}))
 cpu = logging.getLogger("vllm.platforms.cpu")
 cpu.warning("Triton is not installed. triton-cpu is expected on x86 CPUs.")

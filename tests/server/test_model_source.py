@@ -3,8 +3,13 @@
 import logging
 
 import pytest
+from nanoserve.server.engine.model_source import (
+    DEMO_CHECKPOINT,
+    ModelResolutionError,
+    cache_key,
+    resolve,
+)
 
-from server.model_source import DEMO_CHECKPOINT, ModelResolutionError, cache_key, resolve
 from tests.helpers import save_checkpoint, write_meta
 
 

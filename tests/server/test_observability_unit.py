@@ -9,13 +9,13 @@ import subprocess
 import sys
 
 import pytest
+from nanoserve.server.engine.interface import Sampling
+from nanoserve.server.observability.access_log import Exchange
+from nanoserve.server.observability.logs import RequestIdFilter
+from nanoserve.server.observability.metrics import REJECTION_REASONS, Metrics
+from nanoserve.server.serving.job import COMPLETION, Job
+from nanoserve.server.serving.prepare import Prepared, PreparedPrompt
 
-from server.access import Exchange
-from server.completions import COMPLETION, Job
-from server.engine import Sampling
-from server.logs import RequestIdFilter
-from server.metrics import REJECTION_REASONS, Metrics
-from server.prepare import Prepared, PreparedPrompt
 from tests.promql import used_names
 from tests.server.fakes import FakeEngine, fake_app
 
@@ -202,7 +202,7 @@ def test_a_job_its_client_left_settles_as_499_with_abort():
     )
     job = Job("cmpl-left-1", exchange, "fake", work, None, COMPLETION)
 
-    from server.service import CompletionService
+    from nanoserve.server.serving.service import CompletionService
 
     class Service:  # settle() needs only these of the service when no caller is metered
         metrics = exchange.metrics
@@ -278,8 +278,8 @@ def test_every_log_line_is_json_in_this_and_in_vllms_processes(tmp_path):
     # what native code or a child process writes straight to stderr is wrapped
     code = f"""
 import json, logging, logging.config, os, subprocess, sys, warnings
-from server import logs
-from server.settings import Settings
+from nanoserve.server.observability import logs
+from nanoserve.server.settings import Settings
 logs.configure(Settings(cache_dir={str(tmp_path)!r}))
 logging.getLogger("uvicorn.error").info("Started server process")
 logging.getLogger("vllm.engine").warning("from vllm")

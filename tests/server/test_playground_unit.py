@@ -13,14 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nanoserve.server.api import playground
+from nanoserve.server.settings import Settings
 
-from server import playground
-from server.settings import Settings
 from tests.server.conftest import REPO
 from tests.server.fakes import fake_app
 
 KEY = {"Authorization": "Bearer sk-t"}
-STATIC = resources.files("server") / "static"
+STATIC = resources.files("nanoserve.server.api") / "static"
 
 
 def directives(csp: str) -> dict[str, str]:
@@ -170,4 +170,10 @@ def test_a_wheel_ships_the_page(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("nanoserve-*.whl")
     with zipfile.ZipFile(wheel) as z:
         for name in ("playground.html", "playground.js", "playground.css", "icon.svg"):
-            assert z.read(f"server/static/{name}") == (STATIC / name).read_bytes(), name
+            assert z.read(f"nanoserve/server/api/static/{name}") == (STATIC / name).read_bytes(), (
+                name
+            )
+        # one import root: no bare `server` or `convert` package lands in site-packages
+        assert {n.split("/")[0] for n in z.namelist() if not n.startswith("nanoserve-")} == {
+            "nanoserve"
+        }

@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 import pytest
+from nanoserve.convert.cli import main as convert_main
+from nanoserve.server.engine import vllm_adapter
+from nanoserve.server.settings import Settings
 
 from bench.procs import free_port
-from convert.cli import main as convert_main
-from server import vllm_engine
-from server.settings import Settings
 from tests.helpers import char_checkpoint_dir
 from tests.server.conftest import REPO
 
@@ -33,22 +33,22 @@ def converted(tmp_path_factory) -> dict:
 
 
 def refusal(model_dir, **settings) -> str:
-    with pytest.raises(vllm_engine.UnservableModel) as e:
-        vllm_engine.check_quantization(model_dir, Settings(**settings))
+    with pytest.raises(vllm_adapter.UnservableModel) as e:
+        vllm_adapter.check_quantization(model_dir, Settings(**settings))
     message = str(e.value)
     assert "\n" not in message
     return message
 
 
 def test_unquantized_model_without_flag_passes(converted):
-    vllm_engine.check_quantization(converted["float32"], Settings())
+    vllm_adapter.check_quantization(converted["float32"], Settings())
 
 
 def test_int8_checkpoint_passes_on_cpu_in_every_dtype_vllm_accepts(converted):
     for dtype in ("auto", "float32", "bfloat16"):
-        vllm_engine.check_quantization(converted["int8"], Settings(dtype=dtype))
+        vllm_adapter.check_quantization(converted["int8"], Settings(dtype=dtype))
     # naming the method its config.json records is the same thing
-    vllm_engine.check_quantization(converted["int8"], Settings(quantization="compressed-tensors"))
+    vllm_adapter.check_quantization(converted["int8"], Settings(quantization="compressed-tensors"))
 
 
 @pytest.mark.parametrize("name", ["int8", "bitsandbytes"])
@@ -99,10 +99,10 @@ def test_a_flag_contradicting_the_checkpoint_is_refused(converted):
 def test_on_gpu_fp8_needs_a_half_precision_dtype(converted, monkeypatch):
     # the dtype rule is vLLM's (Fp8Config.get_supported_act_dtypes); on CPU the device rule
     # comes first, so pretend to be a GPU to reach it
-    monkeypatch.setattr(vllm_engine.current_platform, "is_cpu", lambda: False)
+    monkeypatch.setattr(vllm_adapter.current_platform, "is_cpu", lambda: False)
     message = refusal(converted["float32"], quantization="fp8")
     assert message == "fp8 needs --dtype bfloat16 or float16 (vLLM refuses float32 for it)"
-    vllm_engine.check_quantization(
+    vllm_adapter.check_quantization(
         converted["float32"], Settings(quantization="fp8", dtype="bfloat16")
     )
 
@@ -120,7 +120,7 @@ def test_on_gpu_fp8_needs_a_half_precision_dtype(converted, monkeypatch):
     ids=["unknown-name", "int8-weight-only", "fp8"],
 )
 def test_serve_refuses_in_one_line_with_exit_2_before_the_engine(converted, flags, said):
-    cmd = [sys.executable, "-m", "server", str(converted["float32"]), "--no-auth"]
+    cmd = [sys.executable, "-m", "nanoserve.server", str(converted["float32"]), "--no-auth"]
     cmd += ["--port", str(free_port()), "--log-format", "text", *flags]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=REPO)
     assert out.returncode == 2, out.stderr[-2000:]

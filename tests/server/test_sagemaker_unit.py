@@ -1,9 +1,9 @@
 """SageMaker's /ping and /invocations against a fake engine (fast; no vLLM)."""
 
 import pytest
+from nanoserve.server.cli import auth_problem
+from nanoserve.server.settings import Settings
 
-from server.cli import auth_problem
-from server.settings import Settings
 from tests.server.fakes import fake_app
 
 

@@ -12,11 +12,11 @@ import time
 import httpx
 import jwt
 import pytest
+from nanoserve.server.security.keyfile import KeyFileError, digest, parse_key_file
+from nanoserve.server.security.lockout import Lockout, lockout_key
 from starlette.websockets import WebSocketDisconnect
 
 from bench.procs import free_port
-from server.security.keyfile import KeyFileError, digest, parse_key_file
-from server.security.lockout import Lockout, lockout_key
 from tests.server.conftest import REPO
 from tests.server.fakes import FakeEngine, fake_app
 
@@ -278,7 +278,7 @@ def test_jwt_callers_have_their_own_namespace_and_need_a_subject(tmp_path):
 )
 def test_bad_jwt_settings_are_refused_without_echoing_secrets(flags, message):
     out = subprocess.run(
-        [sys.executable, "-m", "server", *flags],
+        [sys.executable, "-m", "nanoserve.server", *flags],
         capture_output=True, text=True, timeout=60, cwd=REPO,
     )  # fmt: skip
     assert out.returncode == 2 and message in out.stderr, out.stderr

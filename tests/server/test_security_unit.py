@@ -11,12 +11,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.routing import APIRoute
+from nanoserve.server.api.playground import PLAYGROUND_PATHS
+from nanoserve.server.cli import auth_problem
+from nanoserve.server.security.guard import OPEN_PATHS
+from nanoserve.server.security.keyfile import KeyFileError, digest, parse_key_file
+from nanoserve.server.settings import Settings
 
-from server.cli import auth_problem
-from server.playground import PLAYGROUND_PATHS
-from server.security.guard import OPEN_PATHS
-from server.security.keyfile import KeyFileError, digest, parse_key_file
-from server.settings import Settings
 from tests.server.fakes import FakeEngine, fake_app
 
 SECRET = "s3cret-for-tests-only-0123456789abcdef"

@@ -5,9 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from server.cli import load_settings
-from server.settings import Settings
+from nanoserve.server.cli import load_settings
+from nanoserve.server.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,7 +64,7 @@ def test_config_file_from_environment(toml, monkeypatch):
 )
 def test_bad_settings_are_a_clear_error(flags, message):
     out = subprocess.run(
-        [sys.executable, "-m", "server", *flags],
+        [sys.executable, "-m", "nanoserve.server", *flags],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -7,13 +7,12 @@ character is one token. Authenticated like every route (the guard sees every pat
 """
 
 from fastapi import APIRouter, Request
+from nanoserve.server.api.chat_protocol import ChatCompletionRequest, ChatMessage
+from nanoserve.server.api.openai import service_of
+from nanoserve.server.api.protocol import TokenId
+from nanoserve.server.serving.chat import render
+from nanoserve.server.serving.prepare import check_model, check_token_ids, known_characters
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
-
-from .chat import render
-from .chat_protocol import ChatCompletionRequest, ChatMessage
-from .prepare import check_model, check_token_ids, known_characters
-from .protocol import TokenId
-from .routes import service_of
 
 router = APIRouter()
 

@@ -8,9 +8,7 @@ the parameter, rather than ignored: a client relying on it must hear so.
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
-
-from .protocol import (
+from nanoserve.server.api.protocol import (
     INT32_MAX,
     INT64_MAX,
     INT64_MIN,
@@ -20,6 +18,7 @@ from .protocol import (
     StreamOptions,
     ints_are_numbers,
 )
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 # "developer" is OpenAI's newer name for "system"; tool/function messages need tools.
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]

@@ -10,12 +10,11 @@ import ipaddress
 import re
 import uuid
 
+from nanoserve.server.errors import APIError
+from nanoserve.server.observability.access_log import Exchange
+from nanoserve.server.observability.logs import REQUEST_ID
+from nanoserve.server.observability.metrics import Metrics
 from starlette.exceptions import HTTPException
-
-from .access import Exchange
-from .errors import APIError
-from .logs import REQUEST_ID
-from .metrics import Metrics
 
 # A client's id is echoed into headers and logs: nothing that could split a header or a log line
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")

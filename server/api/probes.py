@@ -3,9 +3,8 @@ meaning (Kubernetes reads nothing else); bodies are for humans."""
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from nanoserve.server.api.openai import runtime_of
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from .routes import runtime_of
 
 router = APIRouter()
 

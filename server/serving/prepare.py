@@ -6,12 +6,11 @@ work starts: bad input is never a 5xx (the openai SDK would send it three times)
 
 from dataclasses import dataclass
 
-from convert.tokenizer import unknown_chars
-
-from .engine import ModelInfo, Sampling
-from .errors import APIError, invalid, model_not_found
-from .protocol import CompletionRequest, LegacyRequest
-from .settings import Settings
+from nanoserve.convert.tokenizer import unknown_chars
+from nanoserve.server.api.protocol import CompletionRequest, LegacyRequest
+from nanoserve.server.engine.interface import ModelInfo, Sampling
+from nanoserve.server.errors import APIError, invalid, model_not_found
+from nanoserve.server.settings import Settings
 
 MAX_STOP_CHARS = 256  # a stop string longer than any useful one only costs matching time
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from .engine import StartupError
+from nanoserve.server.engine.interface import StartupError
 
 # "user: Hello\nassistant:" — every character is in nanoGPT's shakespeare_char vocabulary, and
 # no trailing space after the last colon: BPE vocabularies attach the space to the next word.

@@ -24,10 +24,9 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TextIO
 
+from nanoserve.server.observability.harmless import Harmless
+from nanoserve.server.settings import Settings
 from pythonjsonlogger.json import JsonFormatter
-
-from .harmless import Harmless
-from .settings import Settings
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -102,14 +101,14 @@ def config(settings: Settings) -> dict:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"main": {"()": f"server.logs.{kind}_formatter"}},
+        "formatters": {"main": {"()": f"nanoserve.server.observability.logs.{kind}_formatter"}},
         "filters": {
-            "request_id": {"()": "server.logs.RequestIdFilter"},
-            "harmless": {"()": "server.harmless.Harmless", "level": level},
+            "request_id": {"()": "nanoserve.server.observability.logs.RequestIdFilter"},
+            "harmless": {"()": "nanoserve.server.observability.harmless.Harmless", "level": level},
         },
         "handlers": {
             "main": {
-                "()": "server.logs.stderr_handler",
+                "()": "nanoserve.server.observability.logs.stderr_handler",
                 "formatter": "main",
                 "filters": ["request_id", "harmless"],
             }

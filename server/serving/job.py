@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .access import Exchange, Outcome
-from .engine import ChoiceUpdate, TokenLogprob, Update
-from .prepare import Prepared
-from .security.ratelimit import Ticket
+from nanoserve.server.engine.interface import ChoiceUpdate, TokenLogprob, Update
+from nanoserve.server.observability.access_log import Exchange, Outcome
+from nanoserve.server.security.ratelimit import Ticket
+from nanoserve.server.serving.prepare import Prepared
 
 # One encoder for every chunk: json.dumps with options builds a new JSONEncoder per call
 _compact = json.JSONEncoder(separators=(",", ":")).encode

@@ -13,12 +13,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from nanoserve.server.api.generate import legacy_completion
+from nanoserve.server.api.openai import create_completion
+from nanoserve.server.api.probes import ready
+from nanoserve.server.api.protocol import CompletionRequest, LegacyRequest
 from pydantic import ValidationError
-
-from .health import ready
-from .legacy import legacy_completion
-from .protocol import CompletionRequest, LegacyRequest
-from .routes import create_completion
 
 SAGEMAKER_PATHS = frozenset({"/ping", "/invocations"})
 

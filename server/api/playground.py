@@ -12,11 +12,10 @@ from importlib import resources
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-
-from .settings import Settings
+from nanoserve.server.settings import Settings
 
 PAGE = "/playground"
-# path -> (file in server/static/, media type). These exact paths are open; nothing else is.
+# path -> (file in server/api/static/, media type). These exact paths are open; nothing else is.
 ASSETS = {
     PAGE: ("playground.html", "text/html; charset=utf-8"),
     "/playground/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
@@ -52,7 +51,7 @@ HEADERS = {
 def _read(name: str) -> bytes:
     # importlib.resources: the files ship inside the package (pyproject's package data), so a
     # wheel install has them too; read on first request, not at import
-    return (resources.files("server") / "static" / name).read_bytes()
+    return (resources.files("nanoserve.server.api") / "static" / name).read_bytes()
 
 
 def _route(name: str, media_type: str):

@@ -12,12 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from convert.output import sha256_file
+from nanoserve.convert.output import sha256_file
 
 log = logging.getLogger("nanoserve.model")
 progress = logging.getLogger("nanoserve.convert")  # the converter's lines, as it prints them
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "examples" / "shakespeare_char"
+# the repository root (installs are editable, so the demo is found next to the code)
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "examples" / "shakespeare_char"
 
 
 class ModelResolutionError(Exception):
@@ -62,7 +63,7 @@ def _convert_cached(ckpt: Path, cache_dir: Path, meta: Path | None, tokenizer: P
         return out
     log.info("converting %s into %s (once; later starts reuse it)", ckpt, out)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "convert", str(ckpt), "--out", str(out)]
+    cmd = [sys.executable, "-m", "nanoserve.convert", str(ckpt), "--out", str(out)]
     if meta is not None:
         cmd += ["--meta", str(meta)]
     if tokenizer is not None:

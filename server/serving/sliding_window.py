@@ -13,8 +13,8 @@ a full window is exactly that.
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from .engine import ChoiceUpdate, Engine, Sampling, Update
-from .protocol import INT64_MAX, INT64_MIN
+from nanoserve.server.api.protocol import INT64_MAX, INT64_MIN
+from nanoserve.server.engine.interface import ChoiceUpdate, Engine, Sampling, Update
 
 
 def _step_seed(seed: int | None, step: int) -> int | None:

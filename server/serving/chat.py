@@ -9,15 +9,14 @@ usage, metrics and aborts), plus the template's turn-ending stop sequences. Only
 from dataclasses import replace
 
 from jinja2 import TemplateError
-
-from .chat_protocol import ChatCompletionRequest, ChatMessage
-from .chat_template import ChatTemplate
-from .completions import Job, Shape
-from .engine import ChoiceUpdate, ModelInfo, TokenLogprob, Update
-from .errors import APIError, invalid
-from .prepare import Prepared, completion_work
-from .protocol import CompletionRequest
-from .settings import Settings
+from nanoserve.server.api.chat_protocol import ChatCompletionRequest, ChatMessage
+from nanoserve.server.api.protocol import CompletionRequest
+from nanoserve.server.engine.interface import ChoiceUpdate, ModelInfo, TokenLogprob, Update
+from nanoserve.server.errors import APIError, invalid
+from nanoserve.server.serving.chat_template import ChatTemplate
+from nanoserve.server.serving.job import Job, Shape
+from nanoserve.server.serving.prepare import Prepared, completion_work
+from nanoserve.server.settings import Settings
 
 
 def _refuse_unsupported(req: ChatCompletionRequest, s: Settings) -> None:

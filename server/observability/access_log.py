@@ -16,10 +16,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from nanoserve.server.errors import rejection_reason
+from nanoserve.server.observability.metrics import Metrics
 from starlette.routing import Match
-
-from .errors import rejection_reason
-from .metrics import Metrics
 
 log = logging.getLogger("nanoserve.access")
 

@@ -4,16 +4,20 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from nanoserve.server.api.chat_protocol import ChatCompletionRequest
+from nanoserve.server.api.protocol import (
+    CompletionRequest,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+)
+from nanoserve.server.errors import APIError, model_not_found
+from nanoserve.server.runtime import Runtime
+from nanoserve.server.serving.disconnect import unless_disconnected
+from nanoserve.server.serving.job import Job
+from nanoserve.server.serving.prepare import served_names
+from nanoserve.server.serving.service import Call, CompletionService
 from starlette.background import BackgroundTask
-
-from .chat_protocol import ChatCompletionRequest
-from .completions import Job
-from .disconnect import unless_disconnected
-from .errors import APIError, model_not_found
-from .prepare import served_names
-from .protocol import CompletionRequest, CompletionResponse, ModelCard, ModelList
-from .runtime import Runtime
-from .service import Call, CompletionService
 
 router = APIRouter()
 

@@ -21,21 +21,28 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from .access import Exchange
-from .alarm import Alarm
-from .chat import CHAT, chat_work
-from .chat_protocol import ChatCompletionRequest
-from .chat_template import ChatTemplate
-from .completions import COMPLETION, Job, Shape, chunk_event, response_json
-from .engine import ChoiceUpdate, Engine, EngineDead, EngineRejected, Sampling, Update
-from .errors import APIError, internal, invalid, unavailable
-from .metrics import Metrics
-from .prepare import Prepared, completion_work, legacy_work
-from .protocol import CompletionRequest, LegacyRequest
-from .security.accounting import Accounting
-from .security.ratelimit import RateLimiter, Ticket
-from .settings import Settings
-from .window import cropped
+from nanoserve.server.api.chat_protocol import ChatCompletionRequest
+from nanoserve.server.api.protocol import CompletionRequest, LegacyRequest
+from nanoserve.server.engine.interface import (
+    ChoiceUpdate,
+    Engine,
+    EngineDead,
+    EngineRejected,
+    Sampling,
+    Update,
+)
+from nanoserve.server.errors import APIError, internal, invalid, unavailable
+from nanoserve.server.observability.access_log import Exchange
+from nanoserve.server.observability.metrics import Metrics
+from nanoserve.server.security.accounting import Accounting
+from nanoserve.server.security.ratelimit import RateLimiter, Ticket
+from nanoserve.server.serving.chat import CHAT, chat_work
+from nanoserve.server.serving.chat_template import ChatTemplate
+from nanoserve.server.serving.deadline import Alarm
+from nanoserve.server.serving.job import COMPLETION, Job, Shape, chunk_event, response_json
+from nanoserve.server.serving.prepare import Prepared, completion_work, legacy_work
+from nanoserve.server.serving.sliding_window import cropped
+from nanoserve.server.settings import Settings
 
 log = logging.getLogger("nanoserve.service")
 

@@ -16,19 +16,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import vllm
-from vllm import AsyncEngineArgs, SamplingParams
-from vllm.exceptions import VLLMValidationError
-from vllm.inputs import tokens_input
-from vllm.platforms import current_platform
-from vllm.sampling_params import RequestOutputKind
-from vllm.usage.usage_lib import UsageContext
-from vllm.v1.engine.async_llm import AsyncLLM
-from vllm.v1.engine.exceptions import EngineDeadError
-
-from convert.tokenizer import load_char_vocab
-
-from .cpu import BF16_SLOW, bfloat16_is_slow
-from .engine import (
+from nanoserve.convert.tokenizer import load_char_vocab
+from nanoserve.server.engine.cpu import BF16_SLOW, bfloat16_is_slow
+from nanoserve.server.engine.interface import (
     ChoiceUpdate,
     EngineDead,
     EngineRejected,
@@ -38,7 +28,15 @@ from .engine import (
     TokenLogprob,
     Update,
 )
-from .settings import Settings
+from nanoserve.server.settings import Settings
+from vllm import AsyncEngineArgs, SamplingParams
+from vllm.exceptions import VLLMValidationError
+from vllm.inputs import tokens_input
+from vllm.platforms import current_platform
+from vllm.sampling_params import RequestOutputKind
+from vllm.usage.usage_lib import UsageContext
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError
 
 log = logging.getLogger("nanoserve.engine")
 

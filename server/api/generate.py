@@ -7,10 +7,9 @@ Body `{"prompt", "max_tokens": 100, "temperature": 0.8, "top_k": 200}` ->
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-
-from .disconnect import unless_disconnected
-from .protocol import LegacyRequest, LegacyResponse
-from .routes import call_of, service_of
+from nanoserve.server.api.openai import call_of, service_of
+from nanoserve.server.api.protocol import LegacyRequest, LegacyResponse
+from nanoserve.server.serving.disconnect import unless_disconnected
 
 router = APIRouter()
 
