@@ -12,7 +12,7 @@ def run(coro):
 
 def test_a_wait_past_the_deadline_raises_timeout_error():
     async def main():
-        alarm = Alarm(asyncio.get_running_loop().time() + 0.05)
+        alarm = Alarm(asyncio.get_running_loop().time() + 0.5)
         async with alarm:
             await asyncio.sleep(0.01)  # within: fine
         with pytest.raises(TimeoutError):
@@ -34,7 +34,7 @@ def test_time_between_waits_is_not_timed_but_a_passed_deadline_raises_at_the_nex
         with pytest.raises(TimeoutError):
             async with alarm:
                 await asyncio.sleep(1)
-        assert loop.time() - t0 < 0.05  # at once
+        assert loop.time() - t0 < 0.5  # at once, not after the 1 s sleep
 
     run(main())
 
@@ -42,16 +42,19 @@ def test_time_between_waits_is_not_timed_but_a_passed_deadline_raises_at_the_nex
 def test_later_postpones_without_a_new_timer_and_still_rings():
     async def main():
         loop = asyncio.get_running_loop()
-        alarm = Alarm(loop.time() + 0.05)
-        for _ in range(5):  # each "token" arrives within 0.05 s of the last: never rings
+        # Each "token" arrives within 0.2 s of the last, the five together take 0.3 s, past the
+        # first deadline: only `later` keeps it from ringing. The 0.14 s of slack per token
+        # absorbs a busy machine's scheduling delays.
+        alarm = Alarm(loop.time() + 0.2)
+        for _ in range(5):
             async with alarm:
-                await asyncio.sleep(0.03)
-            alarm.later(loop.time() + 0.05)
+                await asyncio.sleep(0.06)
+            alarm.later(loop.time() + 0.2)
         t0 = loop.time()
         with pytest.raises(TimeoutError):
             async with alarm:
                 await asyncio.sleep(1)
-        assert 0.03 < loop.time() - t0 < 0.5
+        assert 0.15 < loop.time() - t0 < 0.9
         alarm.close()
 
     run(main())
