@@ -1,8 +1,8 @@
 """The security scenario: what a client without any key can do to the deployment. It guesses
 keys through nginx (from its own loopback address, beside a victim on another), floods one
 replica with pipelined requests it never reads, and holds connections open with one body byte
-after an early answer. Figures for docs/RELIABILITY.md; tests/server/test_http_bounds.py and
-test_e2e_security.py prove each point in CI.
+after an early answer. Figures for docs/RELIABILITY.md;
+tests/server/transport/test_connection.py and tests/e2e/test_security.py prove each point in CI.
 """
 
 import asyncio

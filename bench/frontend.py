@@ -4,7 +4,7 @@
 
 Three servers, one up at a time, in alternating rounds: the floor (bench/sse_floor.py, a bare
 FastAPI route doing the same SSE), and nanoserve's real runner, app and HTTP layer over the tests'
-fake engine (tests/server/fake_server.py) with auth, rate limits (requests, tokens and concurrency
+fake engine (tests/support/fake_server.py) with auth, rate limits (requests, tokens and concurrency
 per caller) in memory or on a local redis-server, metrics and the JSON access log on. Each serves
 two workloads from bench/rawload.py (a raw-socket client): 16-token JSON completions and 60-token
 SSE streams, at one connection (latency) and at `--connections` (throughput). Writes
@@ -48,7 +48,7 @@ def server_cmd(name: str, port: int, redis_url: str | None, tree: Path = ROOT) -
     """The command for `name` (nanoserve's code from `tree`: this one, or an older export)."""
     if name == "floor":
         return [sys.executable, str(BENCH / "sse_floor.py"), "--port", str(port)]
-    fake = [sys.executable, str(tree / "tests" / "server" / "fake_server.py")]
+    fake = [sys.executable, str(tree / "tests" / "support" / "fake_server.py")]
     args = ["--host", "127.0.0.1", "--port", str(port), "--api-key", TOKEN, *LIMITS]
     if name.endswith("+redis"):
         args += ["--ratelimit-storage", redis_url]

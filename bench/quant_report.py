@@ -1,4 +1,5 @@
-"""bench/quantization.py's records -> quantization.json and the markdown table the README quotes."""
+"""bench/quantization.py's records -> quantization.json and the markdown table that
+docs/QUANTIZATION.md quotes."""
 
 import json
 from pathlib import Path

@@ -5,7 +5,7 @@ bench/results/reliability.json and docs/RELIABILITY.md is rewritten from it.
 
 Two replicas start once; the scenarios run in an order where the destructive ones come last,
 and a replica a scenario killed is started again before the next one. `fast` is the CI subset
-that tests/test_reliability.py runs (same code).
+that tests/bench/test_reliability.py runs (same code).
 """
 
 import argparse
@@ -44,8 +44,8 @@ ORDER: list[tuple[str, Scenario]] = [
 # start engines again (engine death and the rolling update; ~8 min more on 2 cores), and not
 # deadlines: on a machine at load 25 (a CI run) its late requests reached the replica after the
 # batch they were to wait behind was done. Its behaviour is in CI all the same: both deadlines
-# with the fake engine (tests/server/test_admission.py), the text so far with the real one
-# (tests/server/test_e2e_openai.py).
+# with the fake engine (tests/server/serving/test_service.py), the text so far with the real one
+# (tests/e2e/test_openai.py).
 FAST = ("redis", "sigkill", "admission", "disconnect", "sigterm")
 ONE_REPLICA = {"admission", "deadlines", "disconnect"}  # the rest need both up
 

@@ -53,9 +53,9 @@ def record(results: list, run_info: dict, when: dict, path: Path = RESULTS) -> N
     DOC.write_text(render(data))
 
 
-NOT_RUN = (  # the docs test runs every block not marked so (tests/docs_blocks.py)
+NOT_RUN = (  # the docs test runs every block not marked so (tests/support/docs_blocks.py)
     '<!--pytest.mark.not_run(reason="starts nginx, Redis and two engines and restarts them for '
-    "about 10 minutes (the soak: 10 more); tests/test_reliability.py runs the fast scenarios "
+    "about 10 minutes (the soak: 10 more); tests/bench/test_reliability.py runs the fast scenarios "
     'through the same code")-->'
 )
 HEADER = """\

@@ -19,7 +19,7 @@ from bench.traffic import Load, Outcome, raw_request, tally
 
 GRACE = 30  # s: --graceful-shutdown-timeout's default, what a drain may take
 # s: after the drain, the engine processes get up to 10 s to end before vLLM kills them
-# (vllm_engine.EXIT_SECONDS), and the process then exits; on this VM freeing an engine's memory
+# (vllm_adapter.EXIT_SECONDS), and the process then exits; on this VM freeing an engine's memory
 # alone took 5-9 s. The Kubernetes manifest's terminationGracePeriodSeconds (60) covers
 # preStop (10) + GRACE + ENGINE_STOP.
 ENGINE_STOP = 20

@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-ALPHABET = "abcdefghijklmnopqrstuvwxyz \n:"  # as tests/server/fakes.py
+ALPHABET = "abcdefghijklmnopqrstuvwxyz \n:"  # as tests/support/fake_engine.py
 
 
 def _chunk(head: dict, text: str, finish: str | None) -> str:

@@ -1,9 +1,9 @@
-"""Print the README's settings table from the Settings field descriptions.
+"""Print the settings table of docs/SETTINGS.md from the Settings field descriptions.
 
     .venv/bin/python scripts/settings_table.py          # print it
-    .venv/bin/python scripts/settings_table.py --write  # replace it in README.md
+    .venv/bin/python scripts/settings_table.py --write  # replace it in docs/SETTINGS.md
 
-tests/server/test_settings.py fails when README.md and this output differ.
+tests/server/test_settings.py fails when docs/SETTINGS.md and this output differ.
 """
 
 import re
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nanoserve.server.cli import POSITIONAL, flag_of
 from nanoserve.server.settings import Settings
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "SETTINGS.md"
 BEGIN, END = "<!-- settings-table:begin -->", "<!-- settings-table:end -->"
 
 
@@ -36,13 +36,13 @@ def table() -> str:
     return "\n".join(rows)
 
 
-def replaced(readme: str) -> str:
+def replaced(doc: str) -> str:
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    return pattern.sub(f"{BEGIN}\n{table()}\n{END}", readme)
+    return pattern.sub(f"{BEGIN}\n{table()}\n{END}", doc)
 
 
 if __name__ == "__main__":
     if "--write" in sys.argv:
-        README.write_text(replaced(README.read_text()))
+        DOC.write_text(replaced(DOC.read_text()))
     else:
         print(table())

@@ -1,7 +1,7 @@
 """The one Settings object: CLI flags > NANOSERVE_* environment > TOML file (--config) > defaults.
 
 Engine fields keep vLLM's own names, so `--max-model-len`, `--max-num-seqs`, `--enforce-eager`...
-read the same as with `vllm serve`. The README's settings table is generated from the field
+read the same as with `vllm serve`. docs/SETTINGS.md's table is generated from the field
 descriptions below (scripts/settings_table.py), so a description is documentation.
 """
 
@@ -295,7 +295,7 @@ class Settings(BaseSettings):
         "before the engine starts. GPU: fp8 (or fp8_per_tensor, fp8_per_channel, "
         "fp8_per_block) with --dtype bfloat16 or float16. CPU: none of vLLM's applies to a "
         "GPT-2 model; serve a checkpoint from `nanoserve convert --quantize int8` instead (its "
-        "config.json names the method: no flag needed). See the README's quantization table.",
+        "config.json names the method: no flag needed). See docs/QUANTIZATION.md's table.",
     )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs to shard the model over.")
     seed: int = Field(0, description="Engine random seed.")

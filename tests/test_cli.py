@@ -17,7 +17,7 @@ from nanoserve.server.settings import Settings
 
 from bench.procs import free_port
 from nanoserve import __version__
-from tests.helpers import char_checkpoint_dir, run_cli
+from tests.support.checkpoints import char_checkpoint_dir, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable

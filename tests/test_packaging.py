@@ -4,7 +4,7 @@ import ast
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"nanoserve": REPO / "nanoserve", "nanoserve.server": REPO / "server",
          "nanoserve.convert": REPO / "convert"}  # fmt: skip
 
@@ -48,7 +48,9 @@ def test_nothing_imports_the_bare_folder_names():
         str(p.relative_to(REPO)): sorted(
             m for m in imported_modules(p) if m.split(".")[0] in ("server", "convert")
         )
-        for p in python_files("server", "convert", "nanoserve", "tests", "bench", "scripts")
+        for p in python_files(
+            "server", "convert", "nanoserve", "tests", "bench", "scripts", "examples"
+        )
     }
     assert {k: v for k, v in bare.items() if v} == {}
 

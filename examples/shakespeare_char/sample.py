@@ -7,15 +7,12 @@ python examples/shakespeare_char/sample.py --temperature 0   # greedy
 
 import argparse
 import pickle
-import sys
 from pathlib import Path
 
 import torch
+from nanoserve.convert.reference import GPT, GPTConfig
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))  # repo root, so `convert` imports from a plain checkout
-
-from convert.reference import GPT, GPTConfig  # noqa: E402
 
 
 @torch.no_grad()

@@ -8,18 +8,15 @@ python examples/shakespeare_char/train.py
 import argparse
 import math
 import pickle
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from nanoserve.convert.reference import GPT, GPTConfig, make_checkpoint
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))  # repo root, so `convert` imports from a plain checkout
-
-from convert.reference import GPT, GPTConfig, make_checkpoint  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -7,9 +7,9 @@ claimed. `nanoserve doctor` reports it; `nanoserve serve` warns from it.
 from pathlib import Path
 
 # oneDNN has a bfloat16 matmul only with one of these; without them vLLM falls back to a slow one
-# ("Failed to create oneDNN linear"). Measured on an AVX2 CPU with the 124M model (the README's
-# quantization table): prefill ~5x slower than float32, 16 concurrent requests at 0.29x its
-# throughput.
+# ("Failed to create oneDNN linear"). Measured on an AVX2 CPU with the 124M model
+# (docs/QUANTIZATION.md's table): prefill ~5x slower than float32, 16 concurrent requests at
+# 0.29x its throughput.
 BF16_MATMUL_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 BF16_SLOW = (

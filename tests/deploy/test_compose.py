@@ -85,7 +85,7 @@ class Stack:
 @pytest.fixture
 def stack(cpu_image, podman_env, tmp_path):
     port, prometheus_port = free_port(), free_port()
-    # deploy/keys.example's layout, with test keys; owned by uid 1000 as the README says
+    # deploy/keys.example's layout, with test keys; owned by uid 1000 as docs/DEPLOY.md says
     keys = tmp_path / "keys"
     keys.write_text(f"client {KEY}\nprometheus {SCRAPE_KEY} metrics\n")
     keys.chmod(0o600)

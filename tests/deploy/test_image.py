@@ -1,5 +1,5 @@
-"""The CPU image built from the project's Dockerfile serves a nanoGPT checkout the way the README
-runs it, as a non-root user, with a passing HEALTHCHECK."""
+"""The CPU image built from the project's Dockerfile serves a nanoGPT checkout the way
+docs/DEPLOY.md runs it, as a non-root user, with a passing HEALTHCHECK."""
 
 import subprocess
 
@@ -8,7 +8,7 @@ import pytest
 
 from bench.procs import free_port
 from tests.deploy import podman as pm
-from tests.helpers import (
+from tests.support.checkpoints import (
     SHAKESPEARE_CHARS,
     encode_chars,
     greedy,
@@ -38,7 +38,7 @@ def test_image_serves_a_nanogpt_checkout_as_non_root(cpu_image, podman_env, nano
     port = free_port()
     name = f"nanoserve-test-image-{port}"
     url = f"http://127.0.0.1:{port}"
-    # The README's run line (less --gpus): out/ on /models, data/ under the working directory.
+    # docs/DEPLOY.md's GPU run line (less --gpus): out/ on /models, data/ under the working dir.
     pm.podman(
         "run", "-d", "--name", name, "--shm-size=1g", "-p", f"127.0.0.1:{port}:8000",
         "-e", f"NANOSERVE_API_KEYS={KEY}", "-e", "NANOSERVE_CPU_KVCACHE_SPACE=1",

@@ -1,7 +1,7 @@
 """deploy/prometheus/ checked by Debian's promtool (scripts/setup.sh --with-test-tools): the
 config and the rules load, and every alert fires on the synthetic series it is meant for and
 stays quiet on healthy ones (tests/deploy/nanoserve.rules.test.yml). Against a live server:
-tests/server/test_e2e_observability.py."""
+tests/e2e/test_observability.py."""
 
 import shutil
 import subprocess

@@ -10,8 +10,8 @@ from nanoserve.convert.cli import main as convert_main
 from nanoserve.server import doctor as doctor_module
 
 from bench.procs import free_port
-from tests.helpers import nanogpt_checkpoint, save_checkpoint, tiny_model, write_meta
-from tests.server.conftest import REPO
+from tests.support.checkpoints import nanogpt_checkpoint, save_checkpoint, tiny_model, write_meta
+from tests.support.servers import REPO
 
 CHECKS = ["keys", "port", "redis", "cpu", "model", "parity", "vllm", "head size", "quantization"]
 

@@ -1,0 +1,89 @@
+"""Servers for the tests: the real one as a subprocess on 127.0.0.1 (`python -m
+nanoserve.server`), and what tests read from a running one. Processes are started and stopped
+by `bench/procs.py`, the helper the benchmarks use too; every process started is ended, by PID.
+"""
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.procs import ServerProcess, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "examples" / "shakespeare_char"
+START_TIMEOUT = 420  # s; a cold engine start on 2 busy cores (compile included) takes ~100 s
+FAKE_START_TIMEOUT = 60
+
+SECRET = "e2e-secret-0123456789abcdef0123456789"  # the keyed server's JWT secret
+KEYS = """\
+# id     key          limits
+alice    sk-alice     rpm=2
+bob      sk-bob       tpm=200
+ops      sk-ops       admin
+carol    sk-carol
+prom     sk-prom      metrics
+viewer   sk-viewer
+victim   sk-victim
+"""
+
+__all__ = [
+    "DEMO",
+    "KEYS",
+    "REPO",
+    "SECRET",
+    "ServerProcess",
+    "decode",
+    "encode",
+    "free_port",
+    "metric",
+    "server_process",
+    "wait_until",
+]  # fmt: skip
+
+
+def server_process(args: list[str], log_path: Path, env: dict | None = None, cwd: Path = REPO):
+    """`python -m nanoserve.server ARGS` on a free loopback port with a small KV cache (not yet
+    ready)."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "nanoserve.server",
+        *args,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
+    cmd += ["--cpu-kvcache-space", "1"]
+    # the server's package must import from this checkout even when run elsewhere (cwd)
+    full_env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": str(REPO), **(env or {})}
+    return ServerProcess(cmd, port, log_path, env=full_env, cwd=cwd)
+
+
+def metric(base_url: str, name: str) -> float:
+    text = httpx.get(base_url + "/metrics", timeout=30).text  # a busy replica answers late
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
+    assert m, f"{name} not in /metrics"
+    return float(m.group(1))
+
+
+def wait_until(predicate, timeout: float, every: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def encode(vocab, text):
+    return [vocab.itos.index(c) for c in text]
+
+
+def decode(vocab, ids):
+    return "".join(vocab.itos[i] for i in ids)
