@@ -1,7 +1,7 @@
 """docs/BENCHMARKS.md's result tables are the report generator's output, so they show valid runs
 only.
 
-    .venv/bin/python bench/benchmarks_doc.py [--check]
+    .venv/bin/python -m bench.benchmarks_doc [--check]
 
 Each block between `<!-- bench-results: RESULTS_JSON MODEL -->` and `<!-- bench-results end -->`
 in docs/BENCHMARKS.md is re-rendered from that results.json (bench/report.py: valid cells only,
@@ -15,8 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-import report
-import validity
+from bench import report, validity
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "BENCHMARKS.md"
@@ -54,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     new = refresh(text)
     if args.check:
         if new != text:
-            print(f"{DOC.name}'s benchmark tables are stale: run {__file__}", file=sys.stderr)
+            print(
+                f"{DOC.name}'s benchmark tables are stale: run python -m bench.benchmarks_doc",
+                file=sys.stderr,
+            )
             return 1
         return 0
     DOC.write_text(new)

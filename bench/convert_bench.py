@@ -1,6 +1,6 @@
 """Conversion benchmark: a GPT-2-124M-shaped nanoGPT checkpoint (random weights) through the CLI.
 
-    .venv/bin/python bench/convert_bench.py [--no-opt] [--keep DIR]
+    .venv/bin/python -m bench.convert_bench [--no-opt] [--keep DIR]
 
 Builds the checkpoint as nanoGPT's train.py would save it (weights, AdamW state, metadata), runs
 `python -m nanoserve.convert` on it in a child process, and reports that child's wall time and
@@ -33,8 +33,6 @@ RSS_TARGET_X = 3.0
 def build_checkpoint(path: Path, optimizer: bool) -> None:
     """Save a 124M-shaped checkpoint; with `optimizer`, one AdamW step's state as train.py saves."""
     import torch
-
-    sys.path.insert(0, str(ROOT))
     from nanoserve.convert.reference import GPT, GPTConfig, make_checkpoint
 
     torch.manual_seed(0)
@@ -70,9 +68,8 @@ def measure(work: Path, optimizer: bool) -> dict:
     """Build the checkpoint in `work`, convert it, and return the measurements."""
     ckpt, out = work / "ckpt.pt", work / "hf"
     load = os.getloadavg()[0]  # others' load on a shared machine, before ours starts
-    run_child(
-        [sys.executable, __file__, "--build", str(ckpt), *([] if optimizer else ["--no-opt"])]
-    )
+    build = [sys.executable, "-m", "bench.convert_bench", "--build", str(ckpt)]
+    run_child(build + ([] if optimizer else ["--no-opt"]))
     wall, cpu, peak, log = run_child(
         [sys.executable, "-m", "nanoserve.convert", str(ckpt), "--out", str(out)]
     )

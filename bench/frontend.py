@@ -1,6 +1,6 @@
 """What nanoserve's front end costs per request and per streamed token, with an instant engine.
 
-    .venv/bin/python bench/frontend.py [--rounds 3] [--seconds 3] [--profile]   # ~1 min
+    .venv/bin/python -m bench.frontend [--rounds 3] [--seconds 3] [--profile]   # ~1 min
 
 Three servers, one up at a time, in alternating rounds: the floor (bench/sse_floor.py, a bare
 FastAPI route doing the same SSE), and nanoserve's real runner, app and HTTP layer over the tests'
@@ -23,14 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+from bench import rawload, validity
+from bench.procs import ServerProcess, free_port, redis_server
+from bench.usage import cpu_seconds
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))
-
-import rawload  # noqa: E402
-import validity  # noqa: E402
-from procs import ServerProcess, free_port, redis_server  # noqa: E402
-from usage import cpu_seconds  # noqa: E402
 
 TOKEN = "sk-bench-frontend"
 LIMITS = ["--rpm", "100000000", "--tpm", "1000000000", "--concurrency", "100000"]
@@ -47,7 +45,7 @@ WORKLOADS = {
 def server_cmd(name: str, port: int, redis_url: str | None, tree: Path = ROOT) -> list[str]:
     """The command for `name` (nanoserve's code from `tree`: this one, or an older export)."""
     if name == "floor":
-        return [sys.executable, str(BENCH / "sse_floor.py"), "--port", str(port)]
+        return [sys.executable, "-m", "bench.sse_floor", "--port", str(port)]
     fake = [sys.executable, str(tree / "tests" / "support" / "fake_server.py")]
     args = ["--host", "127.0.0.1", "--port", str(port), "--api-key", TOKEN, *LIMITS]
     if name.endswith("+redis"):
@@ -141,7 +139,7 @@ def profile(args) -> None:
     stats = args.out / "nanoserve.prof"
     port = free_port()
     cmd = server_cmd("nanoserve", port, None)
-    cmd = [cmd[0], str(BENCH / "profiled.py"), str(stats), *cmd[1:]]
+    cmd = [cmd[0], "-m", "bench.profiled", str(stats), *cmd[1:]]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with ServerProcess(cmd, port, args.out / "profile.log", env=env, name="profiled") as proc:
         proc.wait_ready(60)

@@ -1,6 +1,6 @@
 """Baseline (d): Hugging Face `GPT2LMHeadModel.generate` (KV cache, no batching), serialized.
 
-    python bench/hf_server.py MODEL_DIR --port PORT
+    python -m bench.hf_server MODEL_DIR --port PORT
 
 The converted directory is loaded as is. `generate` runs in its own thread and hands each new
 token over through a streamer, so the server can stream it at once (`naive_api`).
@@ -11,10 +11,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import naive_api
 import torch
 from transformers import GPT2LMHeadModel
 from transformers.generation.streamers import BaseStreamer
+
+from bench import naive_api
 
 
 class TokenQueue(BaseStreamer):

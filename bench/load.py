@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 # what the report keeps from each `vllm bench serve` result file
 METRICS = ("output_throughput", "request_throughput", "p50_ttft_ms", "p95_ttft_ms", "p50_tpot_ms")
 
@@ -73,7 +73,8 @@ def run_client(jobs: list[tuple[list[str], float]], api_key: str, log_path: Path
     status = spec.with_suffix(".status.json")
     status.unlink(missing_ok=True)
     env = {**os.environ, "OPENAI_API_KEY": api_key, "VLLM_NO_USAGE_STATS": "1"}
-    cmd = [sys.executable, str(BENCH / "vllm_cli.py"), "--each", str(spec)]
+    env["PYTHONPATH"] = str(ROOT)  # `-m bench.vllm_cli` from any working directory
+    cmd = [sys.executable, "-m", "bench.vllm_cli", "--each", str(spec)]
     deadline = 120 + sum(t for _, t in jobs)  # each level bounds itself; this is the backstop
     with log_path.open("wb") as log:
         try:

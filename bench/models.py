@@ -8,7 +8,7 @@ The directory name is the served model name (`-int8` appended for `nanoserve con
 int8`). Conversions are reused while their source is unchanged (the converter records the
 source's sha256 in `nanoserve.json`).
 
-    python bench/models.py --build-gpt2 CKPT   # internal: write the 124M checkpoint
+    python -m bench.models --build-gpt2 CKPT   # internal: write the 124M checkpoint
 """
 
 import json
@@ -70,7 +70,8 @@ def prepare(
             src = models_dir / "gpt2-124m-src" / "ckpt.pt"
             src.parent.mkdir(parents=True, exist_ok=True)
             # a child process, so this harness never holds the 124M model's memory
-            subprocess.run([sys.executable, __file__, "--build-gpt2", str(src)], check=True)
+            build = [sys.executable, "-m", "bench.models", "--build-gpt2", str(src.resolve())]
+            subprocess.run(build, cwd=ROOT, check=True)
             _convert(src, out, quantize)
             src.unlink()  # 500 MB we no longer need
         return out
@@ -84,7 +85,6 @@ def max_model_len(model_dir: Path) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--build-gpt2"] and len(sys.argv) == 3:
-        sys.path.insert(0, str(ROOT))
         build_gpt2(Path(sys.argv[2]))
     else:
         sys.exit(__doc__)

@@ -1,6 +1,6 @@
 """Baseline (c), the seed document's naive server: nanoGPT's `generate` loop with no KV cache.
 
-    python bench/naive_server.py MODEL_DIR --port PORT
+    python -m bench.naive_server MODEL_DIR --port PORT
 
 Every new token re-runs the model over the whole sequence (as nanoGPT's `generate` does), one
 request at a time (`naive_api`). Weights come from the converted directory, mapped back onto the
@@ -11,11 +11,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import naive_api
 import torch
 from nanoserve.convert.mapping import TRANSPOSED
 from nanoserve.convert.reference import GPT, GPTConfig
 from safetensors.torch import load_file
+
+from bench import naive_api
 
 
 def load_reference(model_dir: Path) -> GPT:

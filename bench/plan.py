@@ -9,8 +9,8 @@ requests in sequence, an engine `concurrency` at a time.
 
 from dataclasses import dataclass
 
-from load import Level
-from servers import ENGINES
+from bench.load import Level
+from bench.servers import ENGINES
 
 
 @dataclass(frozen=True)

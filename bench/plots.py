@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-from servers import LABELS
+
+from bench.servers import LABELS
 
 FIGURES = {  # file name -> (summary key, y label)
     "throughput.png": ("output_throughput", "output tokens/s"),

@@ -1,4 +1,4 @@
-"""`python bench/profiled.py OUT.prof SCRIPT [ARGS...]`: run SCRIPT under cProfile and write
+"""`python -m bench.profiled OUT.prof SCRIPT [ARGS...]`: run SCRIPT under cProfile and write
 OUT.prof when it ends, a SIGTERM included.
 
 `python -m cProfile -o` writes nothing when the process dies of its signal, and nanoserve's

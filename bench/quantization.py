@@ -1,6 +1,6 @@
 """Quantization on CPU: quality, speed and memory of float32, bfloat16 and int8, in one command.
 
-    flock /tmp/nanoserve-heavy.lock .venv/bin/python bench/quantization.py   # ~20 min, 2 cores
+    flock /tmp/nanoserve-heavy.lock .venv/bin/python -m bench.quantization   # ~20 min, 2 cores
 
 For each model of bench/models.py (the trained demo; the 124M shape with random weights) and each
 variant below, one nanoserve server is started on 127.0.0.1 and measured, then stopped by PID:
@@ -24,16 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import load
-import models
-import quality
-import quant_report
-import usage
-from load import Level
-from procs import ServerProcess, free_port
-from run import machine
 from safetensors import safe_open
-from servers import EngineSettings, base_env, command
+
+from bench import load, models, quality, quant_report, usage
+from bench.load import Level
+from bench.procs import ServerProcess, free_port
+from bench.run import machine
+from bench.servers import EngineSettings, base_env, command
 
 ROOT = Path(__file__).resolve().parents[1]
 BUSY = 0.15  # share of all CPUs other processes may use during a valid speed run
@@ -103,7 +100,7 @@ def run_level(proc: ServerProcess, model_dir: Path, plan: Plan, lv: Level, ctx: 
     result = proc.log_path.with_name(f"c{lv.concurrency}.json")
     result.unlink(missing_ok=True)
     argv = load.bench_argv(proc.url, model_dir, plan.io_len, lv, 0, result)
-    ctx["client_example"] = shlex.join([".venv/bin/python", "bench/vllm_cli.py", *argv])
+    ctx["client_example"] = shlex.join([".venv/bin/python", "-m", "bench.vllm_cli", *argv])
     load_avg = round(os.getloadavg()[0], 2)
     with usage.Interval(proc.proc.pid) as iv:
         (problem,) = load.run_client([(argv, 1800)], ctx["api_key"], result.with_suffix(".log"))
@@ -200,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx["env"] = base_env(args.kv_cache_gib)
     info = {
         "machine": machine(),
-        "command": shlex.join([".venv/bin/python", "bench/quantization.py", *sys.argv[1:]]),
+        "command": shlex.join([".venv/bin/python", "-m", "bench.quantization", *sys.argv[1:]]),
         "busy_threshold": BUSY,
         "plans": {m: vars(p) | {"levels": [vars(lv) for lv in p.levels]} for m, p in PLANS.items()},
     }

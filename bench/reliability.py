@@ -15,9 +15,6 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.*` as a script too
 
 from bench import anonymous, lifecycle, reliability_doc, scenarios, stress
 from bench.scenarios import Result

@@ -6,7 +6,7 @@ out of the tables and listed with its reasons instead. Ratios against vLLM's ser
 (the two ran back to back, one after the other) before the median is taken, which cancels most of
 a shared machine's drift; a pair with an invalid side gives no ratio.
 
-    .venv/bin/python bench/report.py bench/results/results.json [--max-load 1.5]
+    .venv/bin/python -m bench.report bench/results/results.json [--max-load 1.5]
 
 re-renders results.md and the plots from a results.json with the validity rule applied.
 """
@@ -16,10 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-import plots
-import validity
-from servers import LABELS
-from summary import COLUMNS, MIN_PAIRS, pick, ratios, summarize, targets
+from bench import plots, validity
+from bench.servers import LABELS
+from bench.summary import COLUMNS, MIN_PAIRS, pick, ratios, summarize, targets
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVERT_JSON = ROOT / "bench" / "results" / "convert.json"  # written by bench/convert_bench.py
@@ -251,7 +250,7 @@ def _ratios_md(info: dict, model: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Re-render results.md and plots from results.json.")
-    ap.add_argument("results", type=Path, help="a results.json written by bench/run.py")
+    ap.add_argument("results", type=Path, help="a results.json written by bench.run")
     ap.add_argument("--max-load", type=float, help="override the run's validity threshold")
     args = ap.parse_args(argv)
     info = json.loads(args.results.read_text())

@@ -1,7 +1,7 @@
 """Benchmark nanoserve against vLLM's own server and the seed's naive servers; one command.
 
-    .venv/bin/python bench/run.py                               # full: ~75 min on 2 cores
-    .venv/bin/python bench/run.py --smoke --out /tmp/bench-smoke  # CI: 1-3 min (engine start)
+    .venv/bin/python -m bench.run                               # full: ~75 min on 2 cores
+    .venv/bin/python -m bench.run --smoke --out /tmp/bench-smoke  # CI: 1-3 min (engine start)
 
 For each model (bench/models.py), nanoserve and vLLM's server run in alternating pairs
 (nanoserve, vLLM, nanoserve, ...; `--pairs`), the baselines (`--repeats`) between pairs; one
@@ -26,14 +26,10 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-import load
-import models
-import plan
-import report
-import validity
-from procs import ServerProcess, free_port
-from servers import ENGINES, LABELS, READY_PATH, EngineSettings, base_env, command
-from usage import CpuSampler
+from bench import load, models, plan, report, validity
+from bench.procs import ServerProcess, free_port
+from bench.servers import ENGINES, LABELS, READY_PATH, EngineSettings, base_env, command
+from bench.usage import CpuSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = {"engine": 600.0, "naive": 180.0}  # s; a cold engine start here takes 30-100 s
@@ -102,7 +98,7 @@ def appended(results: Path, new: dict) -> dict:
     the report says when each record was measured."""
     old = json.loads(results.read_text())
     if [c["model"] for c in old["cases"]] != [c["model"] for c in new["cases"]]:
-        sys.exit(f"bench/run.py --append: {results} measured other models; use the same --models")
+        sys.exit(f"bench.run --append: {results} measured other models; use the same --models")
     old["runs"] += new["runs"]
     old["server_commands"] |= new["server_commands"]
     later = {k: new[k] for k in ("date", "command", "wall_s")} | {"git": new["machine"]["git"]}
@@ -145,7 +141,7 @@ def drive(proc: ServerProcess, case: plan.Case, model_dir: Path, repeat: int, ct
     for (lv, _), problem in zip(ctx["levels"], problems, strict=True):
         if problem:  # the record keeps it too: raw/ is not kept, results.json is
             print(f"  c={lv.concurrency}: {problem}", file=sys.stderr, flush=True)
-    example = shlex.join([".venv/bin/python", "bench/vllm_cli.py", *jobs[-1][0]])
+    example = shlex.join([".venv/bin/python", "-m", "bench.vllm_cli", *jobs[-1][0]])
     ctx["client_example"] = f"OPENAI_API_KEY=$API_KEY {example}"
     return {"ready_s": round(ready_s, 1), "problems": problems, "cpu": cpu}
 
@@ -243,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "command": shlex.join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
+        "command": shlex.join([".venv/bin/python", "-m", "bench.run", *sys.argv[1:]]),
         "smoke": args.smoke,
         "pairs": pairs,
         "repeats": repeats,
@@ -252,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dirs = {c.model: models.prepare(c.model, raw / "models", args.demo_ckpt) for c in cases}
     except (FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"bench/run.py: {e}")
+        sys.exit(f"bench.run: {e}")
     engine = {
         c.model: EngineSettings(
             max_model_len=models.max_model_len(dirs[c.model]),

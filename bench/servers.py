@@ -1,16 +1,14 @@
 """The four servers under test: the command that starts each, and one running instance of it.
 
 (a) nanoserve, (b) vLLM's own OpenAI server with the same engine settings, (c) the seed's naive
-server (no KV cache), (d) Hugging Face `generate`. They are started with `procs.ServerProcess`.
+server (no KV cache), (d) Hugging Face `generate`. They are started with `procs.ServerProcess`,
+whose working directory (the repo root) is where `python -m bench.*` finds the baselines.
 """
 
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 
 LABELS = {
     "nanoserve": "nanoserve",
@@ -69,5 +67,5 @@ def command(
         entry = [py, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model", str(model_dir)]
         named = ["--served-model-name", model_dir.name, *where]  # served name = dir name, as ours
         return [*entry, *named, key, *eng.flags()]
-    script = {"naive": "naive_server.py", "hf": "hf_server.py"}[server]
-    return [py, str(BENCH / script), str(model_dir), "--port", str(port)]
+    module = {"naive": "bench.naive_server", "hf": "bench.hf_server"}[server]
+    return [py, "-m", module, str(model_dir), "--port", str(port)]

@@ -13,9 +13,6 @@ import re
 import sys
 import time
 from collections import Counter
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.*` as a script too
 
 import httpx
 import openai

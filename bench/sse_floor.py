@@ -1,7 +1,7 @@
 """The floor for bench/frontend.py: a bare FastAPI `/v1/completions` doing what nanoserve's
 front end does around an instant engine, and nothing else (no auth, limits, metrics or logs).
 
-    python bench/sse_floor.py --port PORT
+    python -m bench.sse_floor --port PORT
 
 The same bodies and the same SSE chunks as nanoserve over its fake engine (one `asyncio.sleep(0)`
 per token, as the fake engine yields), served by uvicorn's defaults (httptools, uvloop).

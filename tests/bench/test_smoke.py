@@ -1,5 +1,5 @@
 """The benchmark harness: its validity rule on fabricated records, and end to end, CI-sized:
-`bench/run.py --smoke` must keep giving sane numbers.
+`python -m bench.run --smoke` must keep giving sane numbers.
 
 The smoke run starts real servers (nanoserve with its vLLM engine, and the naive baseline) and
 drives them with `vllm bench serve`, so it is an engine test (~1-3 minutes here, mostly the
@@ -19,23 +19,14 @@ from types import SimpleNamespace
 import pytest
 from nanoserve.server.cli import build_parser
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))  # the bench scripts import their siblings by name
+from bench import benchmarks_doc, load, plan, quantization, report, run, servers, usage, validity
+from bench.load import Level
 
-import benchmarks_doc  # noqa: E402
-import load  # noqa: E402
-import plan  # noqa: E402
-import quantization  # noqa: E402
-import report  # noqa: E402
-import run  # noqa: E402
-import servers  # noqa: E402
-import usage  # noqa: E402
-import validity  # noqa: E402
-from load import Level  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def record(server: str, repeat: int, tput: float, errors: int = 0, load: float = 0.5) -> dict:
-    """A fabricated result record, as bench/run.py writes them."""
+    """A fabricated result record, as bench.run writes them."""
     return {
         "model": "m", "server": server, "repeat": repeat, "concurrency": 16, "prompts": 32,
         "warmups": 8, "ready_s": 30.0, "load_avg_before": load, "errors": errors,
@@ -130,7 +121,7 @@ def test_appended_baselines_pair_with_the_first_runs_and_are_dated(tmp_path):
 
 
 def test_quantization_drives_the_load_client_as_it_is_called_now(monkeypatch, tmp_path):
-    # bench/quantization.py runs only by hand (~35 min): when load.run_client changed, it kept
+    # bench.quantization runs only by hand (~35 min): when load.run_client changed, it kept
     # the old call and crashed at its first speed level, after 2 minutes of quality scoring
     signature, jobs = inspect.signature(load.run_client), []
 
@@ -159,7 +150,7 @@ def test_quantization_drives_the_load_client_as_it_is_called_now(monkeypatch, tm
 def test_the_benchmark_tables_are_the_generators_valid_cells():
     text = benchmarks_doc.DOC.read_text()
     assert text.count("<!-- bench-results: ") == 2
-    assert benchmarks_doc.refresh(text) == text, "run .venv/bin/python bench/benchmarks_doc.py"
+    assert benchmarks_doc.refresh(text) == text, "run .venv/bin/python -m bench.benchmarks_doc"
 
 
 def test_cpu_sampler_tells_the_main_process_from_the_rest_of_its_group(tmp_path):
@@ -225,7 +216,7 @@ def test_a_serialized_server_gets_time_for_its_requests_in_sequence():
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--out", str(out)]
+    cmd = [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)]
     # a CI machine is busy by design: the load rule is tested above, on fabricated records
     cmd += ["--settle", "0", "--max-load", "1000"]
     # ~150 s on a quiet machine; a saturated one (load 30+ on 2 cores) took over 840 s

@@ -49,8 +49,8 @@ def doc_flags() -> dict[str, str]:
 
 def test_every_flag_the_docs_name_exists():
     known = long_options(serve_parser()) | long_options(convert_parser())
-    for script in ("run.py", "frontend.py", "startup.py"):
-        known |= long_options(bench_parser(script))
+    for module in ("bench.run", "bench.frontend", "bench.startup"):
+        known |= long_options(bench_parser(module))
     known |= OTHER_PROGRAMS
     unknown = {flag: where for flag, where in doc_flags().items() if flag not in known}
     assert not unknown, f"the docs name flags no command has: {unknown}"
