@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from bench import rawload, validity
-from bench.procs import ServerProcess, free_port, redis_server
 from bench.usage import cpu_seconds
+from harness.processes import ServerProcess, free_port, redis_server
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

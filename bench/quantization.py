@@ -28,9 +28,9 @@ from safetensors import safe_open
 
 from bench import load, models, quality, quant_report, usage
 from bench.load import Level
-from bench.procs import ServerProcess, free_port
 from bench.run import machine
 from bench.servers import EngineSettings, base_env, command
+from harness.processes import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BUSY = 0.15  # share of all CPUs other processes may use during a valid speed run

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.procs import ROOT
+from harness.processes import ROOT
 
 RESULTS = ROOT / "bench" / "results" / "reliability.json"
 DOC = ROOT / "docs" / "RELIABILITY.md"

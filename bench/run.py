@@ -27,9 +27,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bench import load, models, plan, report, validity
-from bench.procs import ServerProcess, free_port
 from bench.servers import ENGINES, LABELS, READY_PATH, EngineSettings, base_env, command
 from bench.usage import CpuSampler
+from harness.processes import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = {"engine": 600.0, "naive": 180.0}  # s; a cold engine start here takes 30-100 s

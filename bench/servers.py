@@ -1,8 +1,9 @@
 """The four servers under test: the command that starts each, and one running instance of it.
 
 (a) nanoserve, (b) vLLM's own OpenAI server with the same engine settings, (c) the seed's naive
-server (no KV cache), (d) Hugging Face `generate`. They are started with `procs.ServerProcess`,
-whose working directory (the repo root) is where `python -m bench.*` finds the baselines.
+server (no KV cache), (d) Hugging Face `generate`. They are started with
+`harness.processes.ServerProcess`, whose working directory (the repo root) is where
+`python -m bench.*` finds the baselines.
 """
 
 import os

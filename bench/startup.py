@@ -20,7 +20,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench.procs import ServerProcess, free_port
+from harness.processes import ServerProcess, free_port
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

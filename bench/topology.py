@@ -1,8 +1,8 @@
 """The deployment the reliability scenarios break: a real nginx running the project's own
 deploy/nginx/nginx.conf, two nanoserve replicas on the demo model, a real Redis. All on loopback.
 
-Every process is started here and ended here by its own PID (bench/procs.py's ServerProcess for
-the replicas); Redis and the replicas can be stopped and started again on the same port, since
+Every process is started here and ended here by its own PID (harness/processes.py's ServerProcess
+for the replicas); Redis and the replicas can be stopped and started again on the same port, since
 nginx's upstream list is read once, when it starts.
 """
 
@@ -22,7 +22,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.procs import ROOT, ServerProcess, free_port
+from harness.processes import ROOT, ServerProcess, free_port
 
 DEMO = ROOT / "examples" / "shakespeare_char"
 NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from nanoserve.convert.reference import GPT, GPTConfig
 
-from bench.procs import ServerProcess, free_port, redis_server
+from harness.processes import ServerProcess, free_port, redis_server
 from tests.support.servers import (
     DEMO,
     FAKE_START_TIMEOUT,

@@ -15,7 +15,7 @@ from nanoserve.convert.cli import build_parser as convert_parser
 from nanoserve.server.cli import GROUPS, flag_of
 from nanoserve.server.settings import Settings
 
-from bench.procs import free_port
+from harness.processes import free_port
 from nanoserve import __version__
 from tests.support.checkpoints import char_checkpoint_dir, run_cli
 

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from bench.procs import free_port
+from harness.processes import free_port
 from tests.deploy import podman as pm
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(3600)]

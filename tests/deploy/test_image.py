@@ -6,7 +6,7 @@ import subprocess
 import openai
 import pytest
 
-from bench.procs import free_port
+from harness.processes import free_port
 from tests.deploy import podman as pm
 from tests.support.checkpoints import (
     SHAKESPEARE_CHARS,

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from bench.procs import free_port
+from harness.processes import free_port
 from tests.deploy import k8s
 from tests.deploy import podman as pm
 

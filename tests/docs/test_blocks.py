@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from bench.procs import ServerProcess
+from harness.processes import ServerProcess
 from tests.support.docs_blocks import REPO, all_blocks
 
 pytestmark = pytest.mark.engine

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from bench.procs import ServerProcess, free_port
+from harness.processes import ServerProcess, free_port
 from tests.support.promql import RULES, dashboard_exprs, metric_names, used_names
 
 pytestmark = pytest.mark.engine

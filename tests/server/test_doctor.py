@@ -9,7 +9,7 @@ import pytest
 from nanoserve.convert.cli import main as convert_main
 from nanoserve.server import doctor as doctor_module
 
-from bench.procs import free_port
+from harness.processes import free_port
 from tests.support.checkpoints import nanogpt_checkpoint, save_checkpoint, tiny_model, write_meta
 from tests.support.servers import REPO
 

@@ -1,6 +1,7 @@
 """Servers for the tests: the real one as a subprocess on 127.0.0.1 (`python -m
 nanoserve.server`), and what tests read from a running one. Processes are started and stopped
-by `bench/procs.py`, the helper the benchmarks use too; every process started is ended, by PID.
+by `harness/processes.py`, the helper the benchmarks and the reliability scenarios use too;
+every process started is ended, by PID.
 """
 
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.procs import ServerProcess, free_port
+from harness.processes import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "shakespeare_char"

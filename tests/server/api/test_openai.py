@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bench.procs import free_port
+from harness.processes import free_port
 from tests.support.fake_engine import FakeEngine, fake_app
 
 

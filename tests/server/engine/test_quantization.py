@@ -13,7 +13,7 @@ from nanoserve.convert.cli import main as convert_main
 from nanoserve.server.engine import vllm_adapter
 from nanoserve.server.settings import Settings
 
-from bench.procs import free_port
+from harness.processes import free_port
 from tests.support.checkpoints import char_checkpoint_dir
 from tests.support.servers import REPO
 

@@ -16,7 +16,7 @@ from nanoserve.server.security.keyfile import KeyFileError, digest, parse_key_fi
 from nanoserve.server.security.lockout import Lockout, lockout_key
 from starlette.websockets import WebSocketDisconnect
 
-from bench.procs import free_port
+from harness.processes import free_port
 from tests.support.fake_engine import FakeEngine, fake_app
 from tests.support.servers import REPO
 

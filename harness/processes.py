@@ -1,4 +1,5 @@
-"""Start, await and stop the server processes that the benchmarks and the tests run.
+"""Start, await and stop the server processes that the benchmarks, the reliability scenarios and
+the tests run.
 
 Every process listens on 127.0.0.1 only, runs in its own session (the engine's worker processes
 share its group, so a stuck stop can end them too) and is stopped by its own PID: SIGTERM, then
