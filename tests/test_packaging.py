@@ -49,7 +49,15 @@ def test_nothing_imports_the_bare_folder_names():
             m for m in imported_modules(p) if m.split(".")[0] in ("server", "convert")
         )
         for p in python_files(
-            "server", "convert", "nanoserve", "tests", "bench", "harness", "scripts", "examples"
+            "server",
+            "convert",
+            "nanoserve",
+            "tests",
+            "bench",
+            "harness",
+            "reliability",
+            "scripts",
+            "examples",
         )
     }
     assert {k: v for k, v in bare.items() if v} == {}

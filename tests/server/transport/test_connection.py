@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from bench.attacks import client_from, connect, flood, read_until_closed, rss_mib
+from reliability.attacks import client_from, connect, flood, read_until_closed, rss_mib
 
 KEY = {"Authorization": "Bearer sk-t"}
 

@@ -12,9 +12,9 @@ import statistics
 import time
 from collections import Counter
 
-from bench.attacks import client_from, connect, flood, read_until_closed, rss_mib
-from bench.scenarios import Result, needs
-from bench.topology import CLIENT_KEY, METRICS_KEY, Replica, Topology
+from reliability.attacks import client_from, connect, flood, read_until_closed, rss_mib
+from reliability.scenarios import Result, needs
+from reliability.topology import CLIENT_KEY, METRICS_KEY, Replica, Topology
 
 GUESSES = 100  # through nginx, over both replicas: more than 30 (the lockout) on each
 VICTIM_REQUESTS = 20

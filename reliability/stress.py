@@ -3,14 +3,13 @@ admission backlog, deadlines, and a storm of clients that vanish. Each checks af
 nothing is left inside the engine (vLLM's running + waiting back to 0)."""
 
 import asyncio
-import random
 import time
 
 import httpx
 
-from bench.scenarios import Result, engines_idle, needs, wait_until
-from bench.topology import CLIENT_KEY, Topology
-from bench.traffic import body, percentile, raw_request, tally
+from reliability.scenarios import Result, engines_idle, needs, wait_until
+from reliability.topology import CLIENT_KEY, Topology
+from reliability.traffic import percentile, raw_request, tally, vanish
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 STRESSED = "b"  # the replica these scenarios address (the other may be restarting meanwhile)
@@ -168,30 +167,6 @@ async def deadlines(topo: Topology, name: str = STRESSED) -> Result:
     return r
 
 
-async def _vanish(url: str, model: str, i: int) -> str:
-    """One client that leaves: a stream after its first event, a plain request after a random
-    0.05-1 s (queued, or generating). Its own connection, closed when it goes."""
-    stream = i % 2 == 0
-    patience = random.uniform(0.05, 1.0)
-    async with httpx.AsyncClient(timeout=patience, headers=AUTH) as c:
-        try:
-            req = c.build_request("POST", url + "/v1/completions", json=body(model, stream, LONG))
-            r = await c.send(req, stream=True)
-            if r.status_code != 200:
-                await r.aclose()
-                return f"refused {r.status_code}"
-            if not stream:
-                await r.aread()
-                return "completed"
-            async for line in r.aiter_lines():
-                if line.startswith("data: "):
-                    break
-            await r.aclose()
-            return "left mid-stream"
-        except httpx.TimeoutException:
-            return "left before its answer"
-
-
 async def disconnect_storm(topo: Topology, name: str = STRESSED, clients: int = 200) -> Result:
     r = Result("disconnect", f"Disconnect storm: {clients} clients vanish mid-stream and mid-queue")
     rep = topo.replicas[name]
@@ -199,7 +174,7 @@ async def disconnect_storm(topo: Topology, name: str = STRESSED, clients: int = 
 
     async def one(i: int) -> str:
         async with gate:
-            return await _vanish(rep.url, topo.model, i)
+            return await vanish(rep.url, topo.model, i, LONG)
 
     t0 = time.monotonic()
     what = await asyncio.gather(*(one(i) for i in range(clients)))

@@ -1,4 +1,4 @@
-"""docs/RELIABILITY.md, written from bench/results/reliability.json (never by hand).
+"""docs/RELIABILITY.md, written from reliability/results/reliability.json (never by hand).
 
 Each scenario's entry keeps the command, date, commit and machine load of the run that produced
 it, so a run of a subset (CI's `fast`, or the soak alone) updates only its own sections.
@@ -13,12 +13,12 @@ from pathlib import Path
 
 from harness.processes import ROOT
 
-RESULTS = ROOT / "bench" / "results" / "reliability.json"
+RESULTS = ROOT / "reliability" / "results" / "reliability.json"
 DOC = ROOT / "docs" / "RELIABILITY.md"
 TITLES_ORDER = ("security", "redis", "admission", "deadlines", "disconnect", "engine", "rolling")
 TITLES_ORDER += ("sigkill", "sigterm", "soak")
-MEASURED = ("bench", "server", "convert", "deploy", "nanoserve")
-EXCLUDED = ":(exclude)bench/results"
+MEASURED = ("reliability", "harness", "server", "convert", "deploy", "nanoserve")
+EXCLUDED = ":(exclude)reliability/results"
 
 
 def commit() -> str:
@@ -55,14 +55,14 @@ def record(results: list, run_info: dict, when: dict, path: Path = RESULTS) -> N
 
 NOT_RUN = (  # the docs test runs every block not marked so (tests/support/docs_blocks.py)
     '<!--pytest.mark.not_run(reason="starts nginx, Redis and two engines and restarts them for '
-    "about 10 minutes (the soak: 10 more); tests/bench/test_reliability.py runs the fast scenarios "
-    'through the same code")-->'
+    "about 10 minutes (the soak: 10 more); tests/reliability/test_scenarios.py runs the fast "
+    'scenarios through the same code")-->'
 )
 HEADER = """\
 # Reliability: faults, overload and drains, measured
 
-<!-- Written by bench/reliability.py and bench/soak.py from bench/results/reliability.json:
-     edit those, not this file. -->
+<!-- Written by reliability/run.py and reliability/soak.py from
+     reliability/results/reliability.json: edit those, not this file. -->
 
 What clients see when parts of a deployment fail on purpose. Everything runs on loopback: a real
 nginx with this repository's `deploy/nginx/nginx.conf` (only its `listen` port, its upstream
@@ -82,9 +82,9 @@ completed requests; the load average is the machine's, other people's work inclu
 
 {not_run}
 ```bash
-.venv/bin/python bench/reliability.py --write          # every scenario; rewrites this file
-.venv/bin/python bench/reliability.py --write fast     # the CI subset only
-.venv/bin/python bench/soak.py --write                 # 10 minutes of mixed traffic
+.venv/bin/python -m reliability --write          # every scenario; rewrites this file
+.venv/bin/python -m reliability --write fast     # the CI subset only
+.venv/bin/python -m reliability.soak --write     # 10 minutes of mixed traffic
 ```
 
 ## What a deployment can rely on

@@ -1,11 +1,11 @@
-"""`python bench/reliability.py [--write] [SCENARIO ... | fast]`: break a real deployment on
-purpose (nginx with deploy/nginx/nginx.conf, two nanoserve replicas on the demo model, Redis; all
-on loopback) and measure what clients see. With --write, the figures go to
-bench/results/reliability.json and docs/RELIABILITY.md is rewritten from it.
+"""`python -m reliability [--write] [SCENARIO ... | fast]`: break a real deployment on purpose
+(nginx with deploy/nginx/nginx.conf, two nanoserve replicas on the demo model, Redis; all on
+loopback) and measure what clients see. With --write, the figures go to
+reliability/results/reliability.json and docs/RELIABILITY.md is rewritten from it.
 
 Two replicas start once; the scenarios run in an order where the destructive ones come last,
 and a replica a scenario killed is started again before the next one. `fast` is the CI subset
-that tests/bench/test_reliability.py runs (same code).
+that tests/reliability/test_scenarios.py runs (same code).
 """
 
 import argparse
@@ -16,9 +16,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from bench import anonymous, lifecycle, reliability_doc, scenarios, stress
-from bench.scenarios import Result
-from bench.topology import Topology
+from reliability import doc, lifecycle, scenarios, security, stress
+from reliability.scenarios import Result
+from reliability.topology import Topology
 
 SCENARIO_TIMEOUT = 2000  # s; the rolling update restarts two engines (READY_TIMEOUT each)
 
@@ -27,7 +27,7 @@ Scenario = Callable[[Topology], Awaitable[Result]]
 # one-replica scenarios that follow run on the other one (`stress.STRESSED`) meanwhile, which
 # saves an engine start's wait (~1 min). sigterm leaves one replica, so nothing follows it.
 ORDER: list[tuple[str, Scenario]] = [
-    ("security", anonymous.anonymous_client),
+    ("security", security.anonymous_client),
     ("redis", scenarios.redis_outage),
     ("sigkill", scenarios.replica_killed),
     ("admission", stress.admission_burst),
@@ -134,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="record figures, rewrite the doc")
     args = ap.parse_args(argv)
     names = selected(args.scenarios)
-    command = "python bench/reliability.py --write " + " ".join(args.scenarios)
-    when = reliability_doc.stamp(command.strip())  # the code that runs, not what is there after
+    command = "python -m reliability --write " + " ".join(args.scenarios)
+    when = doc.stamp(command.strip())  # the code that runs, not what is there after
     results, run_info = run(names)
     if args.write:
-        reliability_doc.record(results, run_info, when)
+        doc.record(results, run_info, when)
     return 0 if all(r.passed or r.skipped for r in results) else 1
 
 

@@ -1,5 +1,6 @@
 """Faults in the two-replica deployment, each under load through nginx: Redis goes away, a
-replica is killed, its engine dies (bench/lifecycle.py has the replicas that leave on purpose).
+replica is killed, its engine dies (reliability/lifecycle.py has the replicas that leave on
+purpose).
 Each scenario returns a Result: its figures and the claims it checked, pass or fail.
 
 Each one leaves the topology as it found it, except where its name says otherwise (a killed
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bench.topology import CLIENT_KEY, SLOTS, SLOTS_KEY, Replica, Topology
-from bench.traffic import Load, Outcome, raw_request, tally
+from reliability.topology import CLIENT_KEY, SLOTS, SLOTS_KEY, Replica, Topology
+from reliability.traffic import Load, Outcome, raw_request, tally
 
 GRACE = 30  # s: --graceful-shutdown-timeout's default, what a drain may take
 # s: after the drain, the engine processes get up to 10 s to end before vLLM kills them

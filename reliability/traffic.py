@@ -10,6 +10,7 @@ event. Lost requests are the failures no retry can hide.
 
 import asyncio
 import json
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 import openai
 
-from bench.topology import CLIENT_KEY
+from reliability.topology import CLIENT_KEY
 
 PROMPT = "ROMEO:"
 MAX_TOKENS = 32  # the demo's context is 128 tokens
@@ -232,6 +233,32 @@ class Load:
                 asyncio.gather(*(one(i) for i in range(self.n))), timeout=self.deadline
             )
         return self.outcomes
+
+
+async def vanish(url: str, model: str, i: int, max_tokens: int) -> str:
+    """One client that leaves: a stream after its first event, a plain request after a random
+    0.05-1 s (queued, or generating). Its own connection, closed when it goes."""
+    stream = i % 2 == 0
+    patience = random.uniform(0.05, 1.0)
+    auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    async with httpx.AsyncClient(timeout=patience, headers=auth) as c:
+        try:
+            payload = body(model, stream, max_tokens)
+            req = c.build_request("POST", url + "/v1/completions", json=payload)
+            r = await c.send(req, stream=True)
+            if r.status_code != 200:
+                await r.aclose()
+                return f"refused {r.status_code}"
+            if not stream:
+                await r.aread()
+                return "completed"
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    break
+            await r.aclose()
+            return "left mid-stream"
+        except httpx.TimeoutException:
+            return "left before its answer"
 
 
 def percentile(values: list[float], q: float) -> float | None:

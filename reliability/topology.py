@@ -26,7 +26,7 @@ from harness.processes import ROOT, ServerProcess, free_port
 
 DEMO = ROOT / "examples" / "shakespeare_char"
 NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
-LOGS = ROOT / "bench" / "results" / "raw" / "reliability"  # git-ignored
+LOGS = ROOT / "reliability" / "results" / "raw"  # git-ignored
 READY_TIMEOUT = 900  # s; an engine start takes 1-2 min on 2 cores, 7+ min when others load them
 GROUP_GONE_TIMEOUT = 300  # s; how long a stopped replica's last process may take to end
 CLIENT_KEY, METRICS_KEY, SLOTS_KEY, LIMITED_KEY = "sk-client", "sk-prom", "sk-slots", "sk-limited"

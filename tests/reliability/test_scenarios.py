@@ -1,7 +1,7 @@
-"""Reliability at scale: the CI subset of bench/reliability.py (`fast`), run through the same code
-that writes docs/RELIABILITY.md — nginx with the shipped nginx.conf, two real replicas, a real
+"""Reliability at scale: the CI subset of `python -m reliability` (`fast`), run through the same
+code that writes docs/RELIABILITY.md — nginx with the shipped nginx.conf, two real replicas, a real
 Redis — and each scenario's stated claims asserted (0 lost, 0 failures where stated, exit codes).
-The rolling update and the engine death run only in the full `bench/reliability.py`."""
+The rolling update and the engine death run only in the full `python -m reliability`."""
 
 import difflib
 import json
@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from bench import reliability
-from bench.reliability_doc import DOC, RESULTS, render
-from bench.topology import NGINX_CONF, Nginx
+from reliability import run
+from reliability.doc import DOC, RESULTS, render
+from reliability.topology import NGINX_CONF, Nginx
 
 BEHAVIOUR = {  # scenario -> what the test proves, as its id
     "redis": "redis_outage_fails_closed_and_recovers_without_leaked_slots",
@@ -26,7 +26,7 @@ BEHAVIOUR = {  # scenario -> what the test proves, as its id
 
 
 def test_fast_subset_is_every_behaviour_here():
-    assert set(reliability.FAST) == set(BEHAVIOUR)
+    assert set(run.FAST) == set(BEHAVIOUR)
 
 
 def test_nginx_runs_the_shipped_config_with_only_ports_changed(tmp_path):
@@ -94,13 +94,13 @@ def test_503_from_every_replica_reaches_the_client_and_recovery_is_immediate(tmp
 
 def test_the_doc_is_written_from_the_recorded_figures():
     assert DOC.read_text() == render(json.loads(RESULTS.read_text())), (
-        "docs/RELIABILITY.md was edited by hand: run bench/reliability.py --write"
+        "docs/RELIABILITY.md was edited by hand: run python -m reliability --write"
     )
 
 
 @pytest.fixture(scope="module")
 def results():
-    done, _ = reliability.run(reliability.selected(["fast"]))
+    done, _ = run.run(run.selected(["fast"]))
     return {r.name: r for r in done}
 
 

@@ -9,7 +9,7 @@ import re
 import signal
 import time
 
-from bench.scenarios import (
+from reliability.scenarios import (
     ENGINE_STOP,
     GRACE,
     Result,
@@ -18,8 +18,8 @@ from bench.scenarios import (
     needs,
     strike_when_busy,
 )
-from bench.topology import CLIENT_KEY, Topology
-from bench.traffic import Load, tally
+from reliability.topology import CLIENT_KEY, Topology
+from reliability.traffic import Load, tally
 
 
 async def replica_stopped(topo: Topology, name: str = "b") -> Result:

@@ -1,8 +1,8 @@
-"""`python bench/soak.py [--write] [SECONDS]`: mixed traffic for 10 minutes (or SECONDS) through
-nginx onto two replicas: valid requests (SDK and raw, streaming and not), invalid ones, clients
-that vanish, and a caller over its rate limit. Then: counts by status (no 5xx), memory of each
-replica's process tree (growth under 10 %), and nothing leaked (no request left in the engine,
-every concurrency slot free). With --write the figures go to docs/RELIABILITY.md.
+"""`python -m reliability.soak [--write] [SECONDS]`: mixed traffic for 10 minutes (or SECONDS)
+through nginx onto two replicas: valid requests (SDK and raw, streaming and not), invalid ones,
+clients that vanish, and a caller over its rate limit. Then: counts by status (no 5xx), memory of
+each replica's process tree (growth under 10 %), and nothing leaked (no request left in the
+engine, every concurrency slot free). With --write the figures go to docs/RELIABILITY.md.
 """
 
 import argparse
@@ -17,11 +17,11 @@ from collections import Counter
 import httpx
 import openai
 
-from bench import reliability_doc
-from bench.scenarios import Result, engines_idle, exactly_slots_admitted, wait_until
-from bench.stress import _vanish
-from bench.topology import CLIENT_KEY, LIMITED_KEY, Topology
-from bench.traffic import raw_request, sdk_request
+from reliability import doc
+from reliability.scenarios import Result, engines_idle, exactly_slots_admitted, wait_until
+from reliability.stress import LONG
+from reliability.topology import CLIENT_KEY, LIMITED_KEY, Topology
+from reliability.traffic import raw_request, sdk_request, vanish
 
 WORKERS = 6  # requests in flight at once, besides the rate-limited caller
 WARMUP = 15.0  # s of the same traffic before the first memory reading (first allocations)
@@ -70,8 +70,8 @@ class Soak:
                 if kind == "invalid":
                     status = await self._invalid(raw)
                 elif kind == "vanish":
-                    status = await _vanish(
-                        self.topo.nginx.url, self.topo.model, random.randrange(2)
+                    status = await vanish(
+                        self.topo.nginx.url, self.topo.model, random.randrange(2), LONG
                     )
                 else:
                     status = await self._valid(kind, raw, sdk)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="record figures, rewrite the doc")
     args = ap.parse_args(argv)
     shortened = "" if args.seconds == 600 else f" {args.seconds:g}"
-    when = reliability_doc.stamp("python bench/soak.py --write" + shortened)
+    when = doc.stamp("python -m reliability.soak --write" + shortened)
     t0 = time.monotonic()
     with Topology() as topo:
         result = asyncio.run(Soak(topo, args.seconds).run())
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'ok  ' if ok else 'FAIL'} {claim}")
     print(result.figures)
     if args.write:
-        reliability_doc.record([result], {"wall_seconds": result.seconds}, when)
+        doc.record([result], {"wall_seconds": result.seconds}, when)
     return 0 if result.passed else 1
 
 
