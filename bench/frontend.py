@@ -6,8 +6,8 @@ Three servers, one up at a time, in alternating rounds: the floor (bench/sse_flo
 FastAPI route doing the same SSE), and nanoserve's real runner, app and HTTP layer over the tests'
 fake engine (tests/support/fake_server.py) with auth, rate limits (requests, tokens and concurrency
 per caller) in memory or on a local redis-server, metrics and the JSON access log on. Each serves
-two workloads from bench/rawload.py (a raw-socket client): 16-token JSON completions and 60-token
-SSE streams, at one connection (latency) and at `--connections` (throughput). Writes
+two workloads from bench/socket_load.py (a raw-socket client): 16-token JSON completions and
+60-token SSE streams, at one connection (latency) and at `--connections` (throughput). Writes
 bench/results/frontend.json; a round with a failed request, or started on a busy machine, is
 invalid and left out of the medians. `--profile` runs nanoserve under cProfile
 (bench/profiled.py) instead and prints its top functions.
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import rawload, validity
+from bench import socket_load, validity
 from bench.usage import cpu_seconds
 from harness.processes import ServerProcess, free_port, redis_server
 
@@ -68,10 +68,10 @@ def measure(
     for name, body in WORKLOADS.items():
         if only not in (None, name):
             continue
-        rawload.hammer(port, body, 4, 0.3, token)  # warm up (first-request imports, caches)
+        socket_load.hammer(port, body, 4, 0.3, token)  # warm up (first-request imports, caches)
         for conns in (1, connections):
             cpu = cpu_seconds(pid)
-            samples, wall, errors = rawload.hammer(port, body, conns, seconds, token)
+            samples, wall, errors = socket_load.hammer(port, body, conns, seconds, token)
             cpu = cpu_seconds(pid) - cpu
             ok = [s for s in samples if s.status == 200]
             failed += len(samples) - len(ok) + len(errors)

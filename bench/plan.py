@@ -9,8 +9,8 @@ requests in sequence, an engine `concurrency` at a time.
 
 from dataclasses import dataclass
 
-from bench.load import Level
 from bench.servers import ENGINES
+from bench.vllm_bench_load import Level
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@
 For each model of bench/models.py (the trained demo; the 124M shape with random weights) and each
 variant below, one nanoserve server is started on 127.0.0.1 and measured, then stopped by PID:
 quality through the server (bench/quality.py), throughput at 1 and 16 concurrent streams with
-the benchmark's load client (`vllm bench serve`, bench/load.py), and memory (bench/usage.py).
+the benchmark's load client (`vllm bench serve`, bench/vllm_bench_load.py), and memory
+(bench/usage.py).
 A speed figure counts only if no request failed and other processes used less than BUSY of the
 CPUs meanwhile; otherwise the run is marked invalid and no ratio is computed from it (a level
 made invalid only by others' load is tried again, RETRIES times at most, 30 s apart).
@@ -26,10 +27,10 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from bench import load, models, quality, quant_report, usage
-from bench.load import Level
+from bench import models, quality, quant_report, usage, vllm_bench_load
 from bench.run import machine
 from bench.servers import EngineSettings, base_env, command
+from bench.vllm_bench_load import Level
 from harness.processes import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,12 +100,14 @@ def run_level(proc: ServerProcess, model_dir: Path, plan: Plan, lv: Level, ctx: 
     """One load level against `proc`: its figures, the load before it and others' CPU share."""
     result = proc.log_path.with_name(f"c{lv.concurrency}.json")
     result.unlink(missing_ok=True)
-    argv = load.bench_argv(proc.url, model_dir, plan.io_len, lv, 0, result)
+    argv = vllm_bench_load.bench_argv(proc.url, model_dir, plan.io_len, lv, 0, result)
     ctx["client_example"] = shlex.join([".venv/bin/python", "-m", "bench.vllm_cli", *argv])
     load_avg = round(os.getloadavg()[0], 2)
     with usage.Interval(proc.proc.pid) as iv:
-        (problem,) = load.run_client([(argv, 1800)], ctx["api_key"], result.with_suffix(".log"))
-    r = load.read_result(result, lv, problem)
+        (problem,) = vllm_bench_load.run_client(
+            [(argv, 1800)], ctx["api_key"], result.with_suffix(".log")
+        )
+    r = vllm_bench_load.read_result(result, lv, problem)
     busy = round(iv.foreign_share, 3)
     valid = r["errors"] == 0 and busy <= BUSY
     tput = r["output_throughput"] or 0

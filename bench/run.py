@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import load, models, plan, report, validity
+from bench import models, plan, report, validity, vllm_bench_load
 from bench.servers import ENGINES, LABELS, READY_PATH, EngineSettings, base_env, command
 from bench.usage import CpuSampler
 from harness.processes import ServerProcess, free_port
@@ -129,7 +129,7 @@ def drive(proc: ServerProcess, case: plan.Case, model_dir: Path, repeat: int, ct
     io_len = (case.input_len, case.output_len)
     jobs = [
         (
-            load.bench_argv(url, model_dir, io_len, lv, repeat, res),
+            vllm_bench_load.bench_argv(url, model_dir, io_len, lv, repeat, res),
             plan.level_timeout(case, proc.name, lv),
         )
         for lv, res in ctx["levels"]
@@ -137,7 +137,7 @@ def drive(proc: ServerProcess, case: plan.Case, model_dir: Path, repeat: int, ct
     log = proc.log_path.with_name("client.log")
     cpu = CpuSampler(proc.proc.pid) if proc.name in ENGINES else None
     with cpu or contextlib.nullcontext():
-        problems = load.run_client(jobs, ctx["api_key"], log)
+        problems = vllm_bench_load.run_client(jobs, ctx["api_key"], log)
     for (lv, _), problem in zip(ctx["levels"], problems, strict=True):
         if problem:  # the record keeps it too: raw/ is not kept, results.json is
             print(f"  c={lv.concurrency}: {problem}", file=sys.stderr, flush=True)
@@ -166,7 +166,7 @@ def run_instance(case: plan.Case, server: str, model_dir: Path, repeat: int, ctx
     for (lv, res), problem in zip(ctx["levels"], facts.pop("problems"), strict=True):
         rec = {"model": case.model, "server": server, "repeat": repeat}
         rec |= {"concurrency": lv.concurrency, "prompts": lv.prompts, "warmups": lv.warmups}
-        rec |= load.read_result(res, lv, problem) | facts | cpu_use(cpu, res)
+        rec |= vllm_bench_load.read_result(res, lv, problem) | facts | cpu_use(cpu, res)
         validity.mark([rec], ctx["max_load"])
         tput = rec["output_throughput"] or 0
         note = "" if rec["valid"] else f"  INVALID: {rec['invalid_reason']}"

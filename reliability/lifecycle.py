@@ -18,8 +18,8 @@ from reliability.scenarios import (
     needs,
     strike_when_busy,
 )
+from reliability.sdk_traffic import Load, tally
 from reliability.topology import CLIENT_KEY, Topology
-from reliability.traffic import Load, tally
 
 
 async def replica_stopped(topo: Topology, name: str = "b") -> Result:

@@ -129,7 +129,7 @@ def _log(result: Result, log) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser("python -m reliability", description=__doc__.split("\n\n")[0])
     ap.add_argument("scenarios", nargs="*", help="names (default: all), or `fast`")
     ap.add_argument("--write", action="store_true", help="record figures, rewrite the doc")
     args = ap.parse_args(argv)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from reliability.sdk_traffic import Load, Outcome, raw_request, tally
 from reliability.topology import CLIENT_KEY, SLOTS, SLOTS_KEY, Replica, Topology
-from reliability.traffic import Load, Outcome, raw_request, tally
 
 GRACE = 30  # s: --graceful-shutdown-timeout's default, what a drain may take
 # s: after the drain, the engine processes get up to 10 s to end before vLLM kills them

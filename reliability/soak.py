@@ -19,9 +19,9 @@ import openai
 
 from reliability import doc
 from reliability.scenarios import Result, engines_idle, exactly_slots_admitted, wait_until
+from reliability.sdk_traffic import raw_request, sdk_request, vanish
 from reliability.stress import LONG
 from reliability.topology import CLIENT_KEY, LIMITED_KEY, Topology
-from reliability.traffic import raw_request, sdk_request, vanish
 
 WORKERS = 6  # requests in flight at once, besides the rate-limited caller
 WARMUP = 15.0  # s of the same traffic before the first memory reading (first allocations)

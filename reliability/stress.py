@@ -8,8 +8,8 @@ import time
 import httpx
 
 from reliability.scenarios import Result, engines_idle, needs, wait_until
+from reliability.sdk_traffic import percentile, raw_request, tally, vanish
 from reliability.topology import CLIENT_KEY, Topology
-from reliability.traffic import percentile, raw_request, tally, vanish
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 STRESSED = "b"  # the replica these scenarios address (the other may be restarting meanwhile)

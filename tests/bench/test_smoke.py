@@ -19,8 +19,18 @@ from types import SimpleNamespace
 import pytest
 from nanoserve.server.cli import build_parser
 
-from bench import benchmarks_doc, load, plan, quantization, report, run, servers, usage, validity
-from bench.load import Level
+from bench import (
+    benchmarks_doc,
+    plan,
+    quantization,
+    report,
+    run,
+    servers,
+    usage,
+    validity,
+    vllm_bench_load,
+)
+from bench.vllm_bench_load import Level
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,9 +131,9 @@ def test_appended_baselines_pair_with_the_first_runs_and_are_dated(tmp_path):
 
 
 def test_quantization_drives_the_load_client_as_it_is_called_now(monkeypatch, tmp_path):
-    # bench.quantization runs only by hand (~35 min): when load.run_client changed, it kept
-    # the old call and crashed at its first speed level, after 2 minutes of quality scoring
-    signature, jobs = inspect.signature(load.run_client), []
+    # bench.quantization runs only by hand (~35 min): when vllm_bench_load.run_client changed, it
+    # kept the old call and crashed at its first speed level, after 2 minutes of quality scoring
+    signature, jobs = inspect.signature(vllm_bench_load.run_client), []
 
     def client(*args, **kwargs):
         signature.bind(*args, **kwargs)  # TypeError on a call that no longer fits
@@ -131,8 +141,8 @@ def test_quantization_drives_the_load_client_as_it_is_called_now(monkeypatch, tm
         return [None] * len(args[0])
 
     figures = {"errors": 0, "output_throughput": 100.0, "p50_ttft_ms": 5.0, "p50_tpot_ms": 1.0}
-    monkeypatch.setattr(load, "run_client", client)
-    monkeypatch.setattr(load, "read_result", lambda path, level, problem=None: figures)
+    monkeypatch.setattr(vllm_bench_load, "run_client", client)
+    monkeypatch.setattr(vllm_bench_load, "read_result", lambda path, level, problem=None: figures)
     proc = SimpleNamespace(
         url="http://127.0.0.1:9",
         log_path=tmp_path / "server.log",
