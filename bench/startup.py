@@ -20,7 +20,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from harness.processes import ServerProcess, free_port
+from harness.processes import ServerProcess, free_port, nanoserve, server_env
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -65,17 +65,14 @@ def phases(log: Path, started: float) -> dict[str, float | None]:
 def start_once(label: str, caches: Path, out: Path, eager: bool, env_extra: dict) -> dict:
     """Start the demo server with `caches`, time it to /ready, stop it; its phases."""
     port = free_port()
-    cmd = [sys.executable, "-m", "nanoserve.server", "examples/shakespeare_char", "--no-auth"]
-    cmd += ["--cpu-kvcache-space", "1", "--port", str(port), "--host", "127.0.0.1"]
+    cmd = nanoserve(["examples/shakespeare_char", "--no-auth", "--cpu-kvcache-space", "1"], port)
     cmd += ["--cache-dir", str(caches / "nanoserve"), "--log-format", "json"]
     cmd += ["--enforce-eager"] if eager else []
-    env = {
-        **os.environ,
-        "VLLM_CACHE_ROOT": str(caches / "vllm"),
-        "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
-        "VLLM_NO_USAGE_STATS": "1",
+    env = server_env(
+        VLLM_CACHE_ROOT=str(caches / "vllm"),
+        TORCHINDUCTOR_CACHE_DIR=str(caches / "inductor"),
         **env_extra,
-    }
+    )
     load = round(os.getloadavg()[0], 2)
     started = time.time()
     log = out / f"{label}.log"

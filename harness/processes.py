@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +25,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def nanoserve(args: list[str], port: int) -> list[str]:
+    """The command that serves `args` on 127.0.0.1:`port`: `python -m nanoserve.server ARGS`."""
+    return [
+        sys.executable,
+        "-m",
+        "nanoserve.server",
+        *args,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """The environment every server started here runs in: this one, no usage reports sent to
+    vLLM, and this checkout on the path (a server may run from another directory)."""
+    return {**os.environ, "VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": str(ROOT), **extra}
 
 
 class ServerProcess:
@@ -111,31 +132,52 @@ class ServerProcess:
         return self.log()[-n:]
 
 
+def wait_port(port: int, timeout: float) -> None:
+    """Until something listens on 127.0.0.1:`port`; RuntimeError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+class Redis:
+    """redis-server on 127.0.0.1, its files in `workdir`; `stop`/`kill` and `start` keep its
+    port, so a server outage and its recovery can be staged. Without persistence (the default)
+    a restart starts empty; with it (an append-only file, fsynced on every write) the counts
+    come back."""
+
+    def __init__(self, workdir: Path, persistent: bool = False):
+        self.port, self.workdir, self.proc = free_port(), workdir, None
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        self.cmd += ["--save", "", "--dir", str(workdir), "--appendonly"]
+        self.cmd += ["yes", "--appendfsync", "always"] if persistent else ["no"]
+
+    def start(self) -> "Redis":
+        with (self.workdir / "redis.log").open("ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
+        wait_port(self.port, 20)  # a busy machine
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        """Gone at once, as in a crash (SIGKILL)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
 @contextlib.contextmanager
 def redis_server(out: Path):
     """A throwaway redis-server on 127.0.0.1 (no persistence); its URL."""
-    port = free_port()
-    cmd = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    with (out / "redis.log").open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=out)
+    redis = Redis(out).start()
     try:
-        deadline = time.monotonic() + 20  # a busy machine
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield redis.url + "/0"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        redis.stop()

@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,9 +19,17 @@ from pathlib import Path
 
 import httpx
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 
-from harness.processes import ROOT, ServerProcess, free_port
+from harness.probes import scrape, summed
+from harness.processes import (
+    ROOT,
+    Redis,
+    ServerProcess,
+    free_port,
+    nanoserve,
+    server_env,
+    wait_port,
+)
 
 DEMO = ROOT / "examples" / "shakespeare_char"
 NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
@@ -40,15 +47,6 @@ limited  {LIMITED_KEY}    rpm={LIMITED_RPM}
 """
 
 
-def wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
-
-
 def server_flags() -> set[str]:
     """The flags this checkout's server knows: scenarios that need a newer one say so."""
     out = subprocess.run(
@@ -57,25 +55,6 @@ def server_flags() -> set[str]:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     return set(re.findall(r"--[a-z][a-z0-9-]+", out.stdout))
-
-
-class Redis:
-    """redis-server on loopback without persistence; `stop` and `start` keep its port."""
-
-    def __init__(self, workdir: Path):
-        self.port, self.workdir, self.proc = free_port(), workdir, None
-        self.url = f"redis://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        cmd += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, 20)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 class Nginx:
@@ -142,10 +121,8 @@ class Replica:
         """Launch (not yet ready: `wait_ready`)."""
         self.starts += 1
         self.launched = time.monotonic()
-        cmd = [sys.executable, "-m", "nanoserve.server", *self.model_args, *self.extra]
-        cmd += ["--port", str(self.port), "--host", "127.0.0.1"]
-        env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": str(ROOT)}
-        env["VLLM_CPU_OMP_THREADS_BIND"] = str(self.core)
+        cmd = nanoserve([*self.model_args, *self.extra], self.port)
+        env = server_env(VLLM_CPU_OMP_THREADS_BIND=str(self.core))
         log = self.workdir / f"{self.name}-{self.starts}.log"
         self.server = ServerProcess(cmd, self.port, log, env=env, name=self.name)
 
@@ -194,15 +171,7 @@ class Replica:
 
     def metrics(self) -> dict[str, float]:
         """This replica's /metrics, summed over labels: {sample name: value}."""
-        r = httpx.get(
-            self.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"}, timeout=5
-        )
-        r.raise_for_status()
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(r.text):
-            for s in family.samples:
-                out[s.name] = out.get(s.name, 0.0) + s.value
-        return out
+        return summed(scrape(self.url, {"Authorization": f"Bearer {METRICS_KEY}"}, timeout=5))
 
     def engine_busy(self) -> float:
         """Requests inside the engine: vLLM's running + waiting."""

@@ -2,7 +2,6 @@
 and what happens when the engine core dies."""
 
 import json
-import re
 import signal
 import subprocess
 
@@ -11,6 +10,7 @@ import psutil
 import pytest
 import requests
 
+from harness.probes import samples, scrape
 from tests.support.servers import metric, wait_until
 
 pytestmark = pytest.mark.engine
@@ -94,9 +94,7 @@ ABORTED = 'nanoserve_finish_reasons_total{reason="abort",route="/v1/completions"
 
 def aborted_choices(base_url: str) -> float:
     """Choices the server has counted as aborted; the series exists once one was."""
-    text = httpx.get(base_url + "/metrics", timeout=30).text
-    m = re.search(rf"^{re.escape(ABORTED)} ([0-9.e+-]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
+    return samples(scrape(base_url)).get(ABORTED, 0.0)
 
 
 def test_stream_disconnect_aborts_in_engine(demo):

@@ -4,15 +4,10 @@ by `harness/processes.py`, the helper the benchmarks and the reliability scenari
 every process started is ended, by PID.
 """
 
-import os
-import re
-import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from harness.processes import ServerProcess, free_port
+from harness.probes import samples, scrape, wait_until
+from harness.processes import ServerProcess, free_port, nanoserve, server_env
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "shakespeare_char"
@@ -50,36 +45,15 @@ def server_process(args: list[str], log_path: Path, env: dict | None = None, cwd
     """`python -m nanoserve.server ARGS` on a free loopback port with a small KV cache (not yet
     ready)."""
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "nanoserve.server",
-        *args,
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-    ]
-    cmd += ["--cpu-kvcache-space", "1"]
-    # the server's package must import from this checkout even when run elsewhere (cwd)
-    full_env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": str(REPO), **(env or {})}
-    return ServerProcess(cmd, port, log_path, env=full_env, cwd=cwd)
+    cmd = [*nanoserve(args, port), "--cpu-kvcache-space", "1"]
+    return ServerProcess(cmd, port, log_path, env=server_env(**(env or {})), cwd=cwd)
 
 
 def metric(base_url: str, name: str) -> float:
-    text = httpx.get(base_url + "/metrics", timeout=30).text  # a busy replica answers late
-    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
-    assert m, f"{name} not in /metrics"
-    return float(m.group(1))
-
-
-def wait_until(predicate, timeout: float, every: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
+    """One sample of the server's /metrics, named as the page writes it (labels included)."""
+    values = samples(scrape(base_url))
+    assert name in values, f"{name} not in /metrics"
+    return values[name]
 
 
 def encode(vocab, text):

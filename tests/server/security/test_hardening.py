@@ -16,7 +16,9 @@ from nanoserve.server.security.keyfile import KeyFileError, digest, parse_key_fi
 from nanoserve.server.security.lockout import Lockout, lockout_key
 from starlette.websockets import WebSocketDisconnect
 
-from harness.processes import free_port
+from harness.probes import burst, completion
+from harness.processes import Redis, free_port
+from reliability.attacks import read_until_closed
 from tests.support.fake_engine import FakeEngine, fake_app
 from tests.support.servers import REPO
 
@@ -25,17 +27,12 @@ KEY = {"Authorization": "Bearer sk-t"}
 
 
 def body(max_tokens: int = 2) -> dict:
-    return {"model": "fake", "prompt": "abc", "max_tokens": max_tokens}
+    return completion(max_tokens)
 
 
 async def _burst(urls: list[str], n: int, payload: dict, headers: dict) -> list[int]:
     """`n` requests at once, spread over `urls`; their status codes."""
-    async with httpx.AsyncClient(timeout=60) as c:
-        rs = await asyncio.gather(
-            *(c.post(f"{urls[i % len(urls)]}/v1/completions", json=payload, headers=headers)
-              for i in range(n))
-        )  # fmt: skip
-    return [r.status_code for r in rs]
+    return [r.status_code for r in await burst(urls, n, payload, headers)]
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -69,17 +66,11 @@ def test_limits_hold_under_24_concurrent_requests(shared, flags, max_tokens, del
 
 
 def test_a_redis_blip_does_not_keep_a_concurrency_slot(tmp_path, fake_server):
-    port = free_port()
-    redis = [
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path),
-    ]  # fmt: skip
-    proc = subprocess.Popen(redis, stdout=subprocess.DEVNULL)
+    redis = Redis(tmp_path, persistent=True).start()  # a restart keeps the counts (AOF)
     try:
-        time.sleep(0.5)
         url = fake_server(
             "--fake-delay", "0.05", "--api-key", "sk-t", "--concurrency", "1",
-            "--ratelimit-storage", f"redis://127.0.0.1:{port}",
+            "--ratelimit-storage", redis.url,
         ).url  # fmt: skip
 
         def slow():  # holds the caller's only slot for ~1.5 s
@@ -88,12 +79,11 @@ def test_a_redis_blip_does_not_keep_a_concurrency_slot(tmp_path, fake_server):
         async def blip():
             pending = asyncio.create_task(asyncio.to_thread(slow))
             await asyncio.sleep(0.5)
-            proc.kill()  # Redis gone while the request runs: its release will fail
+            redis.kill()  # Redis gone while the request runs: its release will fail
             return await pending
 
         assert asyncio.run(blip()).status_code == 200
-        proc.wait(10)
-        proc = subprocess.Popen(redis, stdout=subprocess.DEVNULL)  # back, count restored (AOF)
+        redis.start()  # back, count restored
         deadline, codes = time.monotonic() + 20, []
         while time.monotonic() < deadline:
             codes.append(httpx.post(f"{url}/v1/completions", json=body(), headers=KEY).status_code)
@@ -103,8 +93,7 @@ def test_a_redis_blip_does_not_keep_a_concurrency_slot(tmp_path, fake_server):
         # before the fix: 429 for the key's 10-minute TTL (the slot was never given back)
         assert codes[-1] == 200, codes
     finally:
-        proc.kill()
-        proc.wait(10)
+        redis.kill()
 
 
 def test_a_non_streaming_client_that_leaves_is_charged_what_was_generated(tmp_path, fake_server):
@@ -145,13 +134,7 @@ def _raw(url: str, data: bytes, wait: float = 5) -> bytes:
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=wait) as s:
         s.sendall(data)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except TimeoutError:
-            pass
-    return out
+        return read_until_closed(s, wait)[0]
 
 
 def test_request_heads_are_bounded_in_size_count_and_time(fake_server):

@@ -11,25 +11,18 @@ import time
 import httpx
 import pytest
 
+from harness import probes
+from harness.probes import completion, samples, scrape
 from tests.support.fake_engine import FakeEngine, fake_app
 
 
-def body(max_tokens: int = 5, stream: bool = False, prompt: str = "abc") -> dict:
-    return {"model": "fake", "prompt": prompt, "max_tokens": max_tokens, "stream": stream}
-
-
 async def burst(url: str, count: int, **kw) -> list[httpx.Response]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        return await asyncio.gather(
-            *(client.post(f"{url}/v1/completions", json=body(**kw)) for _ in range(count))
-        )
+    return await probes.burst([url], count, completion(**kw))
 
 
 def unfinished(url: str) -> float:
     """The engine's running + waiting requests, as /metrics tells them."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    [line] = [x for x in text.splitlines() if x.startswith("nanoserve_engine_requests_unfinished ")]
-    return float(line.split()[1])
+    return samples(scrape(url, timeout=10))["nanoserve_engine_requests_unfinished"]
 
 
 def wait_idle(url: str, within: float = 2.0) -> float:
@@ -85,7 +78,10 @@ def test_waiting_past_the_deadline_is_a_503_even_for_a_stream(fake_server):
     for stream in (False, True):
         t0 = time.monotonic()
         r = httpx.post(
-            f"{server.url}/v1/completions", json=body(stream=stream), headers=headers, timeout=30
+            f"{server.url}/v1/completions",
+            json=completion(stream=stream),
+            headers=headers,
+            timeout=30,
         )
         assert_overloaded(r, code="queue_timeout")
         assert "deadline" in r.json()["error"]["message"]
@@ -99,7 +95,7 @@ def test_generating_past_the_deadline_ends_with_the_text_so_far(fake_server):
     server = fake_server("--fake-delay", "0.2", "--no-auth", "--request-timeout", "1.5")
     headers = {"X-Request-Timeout": "100"}
     url = f"{server.url}/v1/completions"
-    r = httpx.post(url, json=body(max_tokens=40), headers=headers, timeout=30)
+    r = httpx.post(url, json=completion(max_tokens=40), headers=headers, timeout=30)
     assert r.status_code == 200, r.text
     choice, usage = r.json()["choices"][0], r.json()["usage"]
     assert choice["finish_reason"] == "timeout"
@@ -107,7 +103,7 @@ def test_generating_past_the_deadline_ends_with_the_text_so_far(fake_server):
     assert len(choice["text"]) == usage["completion_tokens"]  # one character a token
     wait_idle(server.url)
 
-    with httpx.stream("POST", url, json=body(max_tokens=40, stream=True), timeout=30) as r:
+    with httpx.stream("POST", url, json=completion(max_tokens=40, stream=True), timeout=30) as r:
         assert r.status_code == 200
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -123,7 +119,7 @@ def test_generating_past_the_deadline_ends_with_the_text_so_far(fake_server):
 @pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf"])
 def test_a_bad_timeout_header_is_a_400_naming_it(value):
     with fake_app(no_auth=True) as client:
-        r = client.post("/v1/completions", json=body(), headers={"X-Request-Timeout": value})
+        r = client.post("/v1/completions", json=completion(), headers={"X-Request-Timeout": value})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "X-Request-Timeout"
     assert "positive number of seconds" in r.json()["error"]["message"]
@@ -146,7 +142,7 @@ def test_long_prompts_are_tokenized_off_the_event_loop():
     with fake_app(engine, no_auth=True) as client:
         loop_thread = client.portal.call(lambda: threading.current_thread().name)
         for prompt in ("abc", "ab" * 2000):
-            r = client.post("/v1/completions", json=body(max_tokens=1, prompt=prompt))
+            r = client.post("/v1/completions", json=completion(max_tokens=1, prompt=prompt))
             assert r.status_code == 200, r.text
     short, long = engine.encoded_on
     assert short == loop_thread  # a short prompt costs less than the hop to a thread
