@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nanoserve.server.cli import POSITIONAL, flag_of
+from nanoserve.server.cli import POSITIONAL, env_of, flag_of
 from nanoserve.server.settings import Settings
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "SETTINGS.md"
@@ -30,7 +30,7 @@ def table() -> str:
     rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         flag = "MODEL (positional)" if name in POSITIONAL else flag_of(name)
-        env = f"NANOSERVE_{name.upper()}"
+        env = env_of(name)
         desc = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{flag}` | `{env}` | {_default(field)} | {desc} |")
     return "\n".join(rows)

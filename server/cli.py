@@ -46,6 +46,11 @@ def flag_of(name: str) -> str:
     return "MODEL" if name in POSITIONAL else ALIASES.get(name, "--" + name.replace("_", "-"))
 
 
+def env_of(name: str) -> str:
+    """The environment variable of a Settings field (`max_model_len` -> NANOSERVE_MAX_MODEL_LEN)."""
+    return Settings.model_config["env_prefix"] + name.upper()
+
+
 # --help's sections, in the order a new user needs them; every setting is in exactly one
 # (tests/test_cli.py checks that)
 GROUPS = {
@@ -123,8 +128,7 @@ Precedence: flags > NANOSERVE_* environment > --config TOML > defaults."""
 
 
 def _default(name: str) -> str:
-    field = Settings.model_fields[name]
-    value = field.default_factory() if field.default_factory is not None else field.default
+    value = Settings.model_fields[name].get_default(call_default_factory=True)
     if value is False:
         return "off"
     return "unset" if value is None or value == [] else str(value)
@@ -134,7 +138,7 @@ def _help(name: str) -> str:
     """A setting's description, then its default (unless the description says it) and its
     environment variable."""
     text = Settings.model_fields[name].description or ""
-    env = "NANOSERVE_" + name.upper()
+    env = env_of(name)
     tail = env if "Default:" in text else f"default: {_default(name)}; {env}"
     # argparse %-formats help strings ("%(default)s"): a literal % must be doubled
     return f"{text} [{tail}]".replace("%", "%%")
