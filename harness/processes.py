@@ -8,6 +8,7 @@ after a grace period SIGKILL to that group alone. Waiting always has a deadline.
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,11 +21,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _ephemeral_range() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and that no other process will
+    be handed by the kernel before ours binds it.
+
+    The port is picked at random *below* the kernel's ephemeral range. A port from `bind(0)` is
+    in that range, and so is every port a process binds without choosing one: vLLM's engine
+    binds one for torch.distributed's store at start. A port picked that way and bound a minute
+    later (nginx, after both replicas are ready) was once taken by such a store in between: the
+    port accepted connections and never answered, and every request through nginx hung.
+    """
+    ephemeral = _ephemeral_range()
+    low = max(1024, ephemeral.start - 16384)
+    for _ in range(200):
+        port = random.randrange(low, ephemeral.start)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port in {low}-{ephemeral.start - 1} after 200 tries")
 
 
 def nanoserve(args: list[str], port: int) -> list[str]:

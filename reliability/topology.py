@@ -94,6 +94,11 @@ class Nginx:
         cmd += ["-c", str(self.conf), "-g", "daemon off;"]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         wait_port(self.port, 20)
+        # something listening is not yet nginx listening: make sure it is nginx that answers
+        answer = httpx.get(self.url + "/health", timeout=10)
+        if answer.headers.get("server") != "nginx" or self.proc.poll() is not None:
+            error = (self.workdir / "error.log").read_text()[-400:]
+            raise RuntimeError(f"nginx is not what answers on port {self.port}: {error}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
