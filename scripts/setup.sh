@@ -54,7 +54,7 @@ pip=(.venv/bin/python -m pip install --progress-bar off)
 # anyway costs a minute: it would put back the torchvision that the CPU path removes below.
 stamp=".venv/.nanoserve-setup"
 made_from="$target $(pwd -P) $(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
-if [ "$(cat "$stamp" 2>/dev/null)" = "$made_from" ] && .venv/bin/python -c "import vllm, convert, server" 2>/dev/null; then
+if [ "$(cat "$stamp" 2>/dev/null)" = "$made_from" ] && .venv/bin/python -c "import vllm, nanoserve.convert, nanoserve.server" 2>/dev/null; then
   echo "nanoserve: environment ready (unchanged since the last setup)"
   exit 0
 fi
@@ -79,5 +79,5 @@ if [ "$target" = "cpu" ]; then
 else
   "${pip[@]}" -e ".[gpu,test,bench]"
 fi
-.venv/bin/python -c "import vllm, convert, server; print('nanoserve: environment ready (vllm', vllm.__version__ + ')')"
+.venv/bin/python -c "import vllm, nanoserve.convert, nanoserve.server; print('nanoserve: environment ready (vllm', vllm.__version__ + ')')"
 echo "$made_from" > "$stamp"

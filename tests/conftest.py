@@ -1,6 +1,14 @@
 """Fixtures shared by every test folder: one real server per configuration for the whole
 session (an engine start costs ~30-100 s here), the fake-engine servers, Redis, and the demo
 checkpoint as nanoGPT lays it out. Tests that kill the engine start their own.
+
+The tests run in two lanes at once (pytest-xdist: `-n 2 --dist loadgroup` in pyproject.toml),
+each in its own process: most of a test run waits on one core (an engine start is mostly
+imports, in one process after another). `serving` holds the server's own tests (tests/server,
+tests/e2e): the only ones that use the shared servers below, which would otherwise start again
+in the other process. `systems` holds the rest: the converter, the docs' servers, containers,
+the reliability topology, the benchmarks. Each lane takes about half of the run's time.
+`-n 0` runs everything in this one process, in file order.
 """
 
 import shutil
@@ -21,6 +29,16 @@ from tests.support.servers import (
     START_TIMEOUT,
     server_process,
 )
+
+SERVING = ("server", "e2e")  # the `serving` lane; every other folder: `systems`
+TESTS = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        item.add_marker(pytest.mark.xdist_group("serving" if folder in SERVING else "systems"))
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,17 @@
 """The docs are executable: every bash/sh/python block in README.md, docs/*.md and the examples'
-READMEs runs here, in document order, as a new user would type it (tests/support/docs_blocks.py
-says how blocks are marked). Each document gets its own scratch directory and its own servers,
-as if read in a fresh terminal. That directory looks like a nanoGPT checkout with this
-repository inside it (out/ckpt.pt, data/shakespeare_char/meta.pkl, and a link to each top-level
-entry of the repo), so files a block writes (keys.txt, models/) never land in the repository.
-Placeholders are replaced by real values: keys `sk-NAME-REPLACE-ME` by fresh keys, `sha256:<64
-hex chars>` by a real digest, `YOUR_KEY` and `$KEY` by a key the server accepts, `~/nanoGPT`
-(the reader's checkout) and `/path/to/nanoserve` (this clone) by the scratch directory.
-"""
+READMEs runs here, as a new user would type it (tests/support/docs_blocks.py says how blocks are
+marked). Each document gets its own scratch directory, as if read in a fresh terminal. That
+directory looks like a nanoGPT checkout with this repository inside it (out/ckpt.pt,
+data/shakespeare_char/meta.pkl, and a link to each top-level entry of the repo), so files a
+block writes (keys.txt, models/) never land in the repository. Placeholders are replaced by real
+values: keys `sk-NAME-REPLACE-ME` by fresh keys, `sha256:<64 hex chars>` by a real digest,
+`YOUR_KEY` and `$KEY` by a key the server accepts, `~/nanoGPT` (the reader's checkout) and
+`/path/to/nanoserve` (this clone) by the scratch directory.
+
+Blocks run in document order, with two savings of an engine start each (~60 s in CI): a server
+block no block of its page talks to only has to get ready, so it runs after every page; and a
+server block whose command is the very one already running (the demo, `nanoserve serve
+--no-auth`, with nothing reader-specific in it) uses that server."""
 
 import contextlib
 import hashlib
@@ -19,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 
@@ -33,16 +38,39 @@ READY_TIMEOUT = 420  # s; an engine start on 2 busy cores, compile included
 PROVEN: dict[str, str] = {}
 
 
+SETUP = "scripts/setup.sh && "  # a prefix that changes nothing once setup has run
+
+
+@dataclass
+class Running:
+    """The one server the docs have running at a time (their examples share port 8000), and
+    which reader's block started it."""
+
+    server: ServerProcess | None = None
+    command: str | None = None  # as run: placeholders replaced, `scripts/setup.sh && ` dropped
+    session: "DocSession | None" = None
+    name: str | None = None
+
+    def stop(self) -> None:
+        if self.server is not None:
+            # the block's shell and the server it started share one process group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.server.proc.pid, signal.SIGTERM)
+            self.server.stop(grace=60)
+        self.server, self.command, self.session, self.name = None, None, None, None
+
+
+RUNNING = Running()
+
+
 class DocSession:
     """One reader working through one document: the scratch directory, the placeholders' values,
-    and the servers their blocks started (one at a time on a port, like one terminal)."""
+    and the server blocks seen so far (name -> block)."""
 
     def __init__(self, root):
         self.root = root
         self.key = "sk-" + secrets.token_urlsafe(24)
         self.values: dict[str, str] = {}
-        self.server: ServerProcess | None = None
-        self.server_name: str | None = None
         self.server_blocks: dict[str, object] = {}  # name -> the block that starts it
         self.env = {
             **os.environ,
@@ -75,32 +103,31 @@ class DocSession:
     def start(self, block) -> None:
         opts = block.marks["server"]
         name, port = opts.get("name", "demo"), opts.get("port", 8000)
-        self.stop()
+        self.server_blocks[name] = block
+        command = block.code.strip().removeprefix(SETUP)
+        if RUNNING.command == command and self.substitute(block.code) == block.code:
+            # Another page's reader left this very server running (docs/API.md's demo is the
+            # README's): the same command, with nothing in it that is this reader's own, gives
+            # the same server. A second engine start (~60 s in CI) would prove nothing new.
+            RUNNING.session, RUNNING.name = self, name
+            return
+        RUNNING.stop()
         _assert_port_free(port)
         log = self.root / f"server-{block.line}.log"
-        self.server = ServerProcess(self.command(block), port, log, env=self.env, cwd=self.root)
-        self.server_name = name
-        self.server_blocks[name] = block
-        self.server.wait_ready(READY_TIMEOUT)
+        server = ServerProcess(self.command(block), port, log, env=self.env, cwd=self.root)
+        RUNNING.server, RUNNING.session, RUNNING.name = server, self, name
+        server.wait_ready(READY_TIMEOUT)
+        RUNNING.command = command
         PROVEN.setdefault(block.code, block.where)
 
     def note(self, block) -> None:
         """Remember a server block without starting it: a later `uses` block starts it."""
-        self.stop()
         self.server_blocks[block.marks["server"].get("name", "demo")] = block
 
     def ensure(self, name: str) -> None:
-        if self.server_name != name:
+        if RUNNING.session is not self or RUNNING.name != name:
             assert name in self.server_blocks, f"no block above starts the server {name!r}"
             self.start(self.server_blocks[name])
-
-    def stop(self) -> None:
-        if self.server is not None:
-            # the block's shell and the server it started share one process group
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.server.proc.pid, signal.SIGTERM)
-            self.server.stop(grace=60)
-            self.server, self.server_name = None, None
 
 
 def _assert_port_free(port: int) -> None:
@@ -127,35 +154,49 @@ def sessions(tmp_path_factory):
 
     def session(path):
         if path not in made:
-            for other in made.values():  # one document at a time holds the ports
-                other.stop()
             root = tmp_path_factory.mktemp(path.stem)
             _scratch(root)
             made[path] = DocSession(root)
         return made[path]
 
     yield session
-    for s in made.values():
-        s.stop()
+    RUNNING.stop()
 
 
-RUN = [b for b in all_blocks() if "not_run" not in b.marks]
+def _unused(block, page: list) -> bool:
+    """Is `block` a server that no block of its page talks to? The next block is another
+    server, or a `uses` of another one, or there is none; and no later block uses it by name."""
+    later = page[page.index(block) + 1 :]
+    name = block.marks["server"].get("name", "demo")
+    if any(b.marks.get("uses", {}).get("name", "demo") == name for b in later if "uses" in b.marks):
+        return False
+    return not later or "server" in later[0].marks or "uses" in later[0].marks
 
 
-def _followed_by_another_server(block) -> bool:
-    """Is the next block that runs in `block`'s document another server (or none at all)?"""
-    later = [b for b in RUN[RUN.index(block) + 1 :] if b.path == block.path]
-    return not later or "server" in later[0].marks
+def _in_running_order(blocks: list) -> list:
+    """Document order, but for server blocks nothing talks to: they only have to start and get
+    ready, and run after every page (README.md's own checkpoint would otherwise stop the demo
+    its LangChain example then has to start again)."""
+    pages: dict = {}
+    for b in blocks:
+        pages.setdefault(b.path, []).append(b)
+    unused = [b for b in blocks if "server" in b.marks and _unused(b, pages[b.path])]
+    UNUSED.update(b.where for b in unused)
+    return [b for b in blocks if b not in unused] + unused
+
+
+UNUSED: set[str] = set()  # where the server blocks nothing talks to are
+RUN = _in_running_order([b for b in all_blocks() if "not_run" not in b.marks])
 
 
 @pytest.mark.parametrize("block", RUN, ids=[b.where for b in RUN])
 def test_block_runs(block, sessions):
     session = sessions(block.path)
     if "server" in block.marks:
-        if block.code in PROVEN and _followed_by_another_server(block):
+        if block.code in PROVEN and block.where in UNUSED:
             # The very same command already started and got ready above (docs/DEPLOY.md's
             # laptop step repeats the README's first command), and nothing here talks to it:
-            # a second engine start (~90 s in CI) would prove nothing new.
+            # a second engine start (~60 s in CI) would prove nothing new.
             session.note(block)
             return
         session.start(block)

@@ -10,6 +10,7 @@ import jwt
 import openai
 import pytest
 
+from harness.nginx import Nginx
 from reliability.attacks import client_from, flood, rss_mib
 from tests.support.servers import KEYS, SECRET
 
@@ -183,8 +184,6 @@ def _bearer(key: str) -> dict:
 def nginx(secure, tmp_path):
     """deploy/nginx/nginx.conf in front of the keyed server (its listen port, upstream and pid
     file replaced), on 127.0.0.1: the address the server trusts to name clients."""
-    from reliability.topology import Nginx
-
     proxy = Nginx(tmp_path, [secure.port])
     proxy.start()
     yield proxy

@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from harness.nginx import NGINX_CONF, Nginx
 from reliability import run
 from reliability.doc import DOC, RESULTS, render
-from reliability.topology import NGINX_CONF, Nginx
 
 BEHAVIOUR = {  # scenario -> what the test proves, as its id
     "redis": "redis_outage_fails_closed_and_recovers_without_leaked_slots",
