@@ -2,7 +2,7 @@
 session (an engine start costs ~30-100 s here), the fake-engine servers, Redis, and the demo
 checkpoint as nanoGPT lays it out. Tests that kill the engine start their own.
 
-The tests run in two lanes at once (pytest-xdist: `-n 2 --dist loadgroup` in pyproject.toml),
+The tests run in two lanes at once (pytest-xdist: `-n 2 --dist loadscope` in pyproject.toml),
 each in its own process: most of a test run waits on one core (an engine start is mostly
 imports, in one process after another). `serving` holds the server's own tests (tests/server,
 tests/e2e): the only ones that use the shared servers below, which would otherwise start again
@@ -30,15 +30,23 @@ from tests.support.servers import (
     server_process,
 )
 
-SERVING = ("server", "e2e")  # the `serving` lane; every other folder: `systems`
-TESTS = Path(__file__).parent
+SERVING = ("tests/server/", "tests/e2e/")  # the `serving` lane; every other test: `systems`
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items):
-    for item in items:
-        folder = item.path.relative_to(TESTS).parts[0]
-        item.add_marker(pytest.mark.xdist_group("serving" if folder in SERVING else "systems"))
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadscope` (pyproject.toml's) with the two lanes as its only scopes: each runs
+    whole on one worker, in collection order. Any other `--dist` is xdist's own. (Not
+    `--dist loadgroup` marks: xdist 3.8 groups by editing `item._nodeid`, which pytest 9 no
+    longer reads, so every test became a group of its own.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "serving" if nodeid.startswith(SERVING) else "systems"
+
+    return Lanes(config, log)
 
 
 @pytest.fixture(scope="session")
