@@ -46,7 +46,9 @@ def refresh(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        "python -m bench.benchmarks_doc", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--check", action="store_true", help=f"fail if {DOC.name} is not up to date")
     args = ap.parse_args(argv)
     text = DOC.read_text()

@@ -112,7 +112,9 @@ def report(r: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        "python -m bench.convert_bench", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--no-opt", action="store_true", help="weights-only checkpoint (no AdamW)")
     ap.add_argument("--keep", type=Path, help="build the checkpoint and output here, and keep them")
     ap.add_argument("--build", type=Path, help=argparse.SUPPRESS)  # internal: the builder child

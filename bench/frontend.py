@@ -151,7 +151,7 @@ def profile(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The front-end benchmark's command line."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser("python -m bench.frontend", description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     ap.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
     ap.add_argument("--connections", type=int, default=32, help="for throughput (default 32)")

@@ -181,7 +181,9 @@ def compare(records: list[dict]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        "python -m bench.quantization", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results dir")
     ap.add_argument("--models", default=",".join(PLANS), help="comma-separated subset")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")

@@ -249,7 +249,9 @@ def _ratios_md(info: dict, model: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Re-render results.md and plots from results.json.")
+    ap = argparse.ArgumentParser(
+        "python -m bench.report", description="Re-render results.md and plots from results.json."
+    )
     ap.add_argument("results", type=Path, help="a results.json written by bench.run")
     ap.add_argument("--max-load", type=float, help="override the run's validity threshold")
     args = ap.parse_args(argv)

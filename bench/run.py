@@ -37,7 +37,7 @@ READY_TIMEOUT = {"engine": 600.0, "naive": 180.0}  # s; a cold engine start here
 
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser("python -m bench.run", description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny CI run: demo model, nanoserve+naive")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results dir")
     ap.add_argument(

@@ -69,7 +69,7 @@ def create_app() -> FastAPI:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser("python -m bench.sse_floor", description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
     uvicorn.run(create_app(), host="127.0.0.1", port=args.port, access_log=False)

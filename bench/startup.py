@@ -85,7 +85,7 @@ def start_once(label: str, caches: Path, out: Path, eager: bool, env_extra: dict
 
 def build_parser() -> argparse.ArgumentParser:
     """The start-up benchmark's command line."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser("python -m bench.startup", description=__doc__.splitlines()[0])
     ap.add_argument(
         "--eager", action="store_true", help="also a cold+warm pair with --enforce-eager"
     )

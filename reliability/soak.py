@@ -131,7 +131,7 @@ class Soak:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser("python -m reliability.soak", description=__doc__.split("\n\n")[0])
     ap.add_argument("seconds", nargs="?", type=float, default=600.0, help="default 600")
     ap.add_argument("--write", action="store_true", help="record figures, rewrite the doc")
     args = ap.parse_args(argv)

@@ -13,6 +13,7 @@ the reliability topology, the benchmarks. Each lane takes about half of the run'
 
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,13 @@ def pytest_xdist_make_scheduler(config, log):
             return "serving" if nodeid.startswith(SERVING) else "systems"
 
     return Lanes(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    # xdist schedules by node id: of tests that share one, only the first would run
+    shared = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
+    if shared:
+        raise pytest.UsageError(f"tests share a node id, so xdist would run one of each: {shared}")
 
 
 @pytest.fixture(scope="session")

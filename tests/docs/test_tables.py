@@ -34,6 +34,7 @@ OTHER_PROGRAMS = {
     "--ignore-eos",  # vllm bench serve's
     "--temperature", "--max-new-tokens",  # the demo's sample.py (its blocks run in test_docs)
     "--model", "--tasks",  # lm-eval's (README's Integrations)
+    "--dist",  # pytest-xdist's (CONTRIBUTING's fast tier)
 }  # fmt: skip
 FASTAPI_OWN = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 

@@ -1,6 +1,6 @@
 """Converted models in the real vLLM engine reproduce the reference model's greedy tokens.
 
-One engine start per model per session (the `served` fixture is session-scoped and parametrized,
+One engine start per model (the `served` fixture is module-scoped and parametrized,
 so pytest runs all char tests, shuts that engine down, then starts the GPT-2 one).
 """
 
@@ -58,7 +58,7 @@ def _convert(kind: str, root: Path) -> tuple[GPT, Path]:
     return model, convert_checkpoint(root, root / "hf", log=lambda _: None)
 
 
-@pytest.fixture(scope="session", params=["char", "gpt2"])
+@pytest.fixture(scope="module", params=["char", "gpt2"])
 def served(request, tmp_path_factory) -> Iterator[Served]:
     kind = request.param
     model, out = _convert(kind, tmp_path_factory.mktemp(f"engine_{kind}"))

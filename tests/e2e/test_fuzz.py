@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from nanoserve.convert.meta import load_meta
 from nanoserve.server.app import create_app
 from nanoserve.server.settings import Settings
@@ -80,25 +80,34 @@ async def _no_engine():  # the schema is built without loading a model
     raise AssertionError("not loaded")
 
 
-# The app's own schema: what the demo server below serves at /openapi.json.
+# The app's own schema: what the demo server below serves at /openapi.json. One test per POST
+# route, parametrized here rather than by schemathesis' own `parametrize()`, whose tests all share
+# one node id: pytest-xdist schedules by node id and ran only the first route's.
 APP = create_app(Settings(no_auth=True), _no_engine, registry=CollectorRegistry())
 schema = schemathesis.openapi.from_dict(APP.openapi())
+OPERATIONS = [result.ok() for result in schema.include(method="POST").get_all_operations()]
 
 
-@schema.include(method="POST").parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_request_gets_a_5xx_and_errors_have_the_openai_shape(case, demo):
-    # Two in three bodies are made servable (picked by a checksum, so a failing example
-    # replays the same); the rest go as generated, to probe the refusals.
-    if isinstance(case.body, dict) and zlib.crc32(repr(case.body).encode()) % 3:
-        case.body = _servable(case.body)
-    response = case.call(base_url=demo.url, timeout=120)
-    REACHED[case.path] += response.status_code == 200
-    assert response.status_code < 500, f"{response.status_code} for {case.body!r}: {response.text}"
-    if response.status_code >= 400:
-        body = response.json()
-        assert set(body["error"]) == ERROR_KEYS, body
-        assert body["error"]["message"], body
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
+def test_no_request_gets_a_5xx_and_errors_have_the_openai_shape(operation, demo):
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+    def one(case):
+        # Two in three bodies are made servable (picked by a checksum, so a failing example
+        # replays the same); the rest go as generated, to probe the refusals.
+        if isinstance(case.body, dict) and zlib.crc32(repr(case.body).encode()) % 3:
+            case.body = _servable(case.body)
+        response = case.call(base_url=demo.url, timeout=120)
+        REACHED[case.path] += response.status_code == 200
+        assert response.status_code < 500, (
+            f"{response.status_code} for {case.body!r}: {response.text}"
+        )
+        if response.status_code >= 400:
+            body = response.json()
+            assert set(body["error"]) == ERROR_KEYS, body
+            assert body["error"]["message"], body
+
+    one()
 
 
 def test_the_fuzzing_reached_the_engine():

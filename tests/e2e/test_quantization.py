@@ -24,7 +24,9 @@ WINDOWS = 8  # held-out windows of the demo's full context (128 characters) scor
 def int8_server(start_server, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / MODEL
     assert convert_main([str(DEMO / "ckpt.pt"), "--out", str(out), "--quantize", "int8"]) == 0
-    return start_server(str(out), "--no-auth", "--log-format", "text")
+    server = start_server(str(out), "--no-auth", "--log-format", "text")
+    yield server
+    server.stop()  # this module's alone: its memory goes back before the next engine starts
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,11 @@ TEMPLATE = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
 MESSAGES = [{"role": "user", "content": "ROMEO: But soft, what light through yonder window?"}]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sagemaker(start_server, demo_cache, tmp_path_factory):
     template = tmp_path_factory.mktemp("chat") / "dialogue.jinja"
     template.write_text(TEMPLATE)
-    return start_server(
+    server = start_server(
         "--sagemaker",
         "--api-key",
         KEY,
@@ -34,6 +34,8 @@ def sagemaker(start_server, demo_cache, tmp_path_factory):
         "--cache-dir",
         str(demo_cache),
     )
+    yield server
+    server.stop()  # this module's alone: its memory goes back before the next engine starts
 
 
 def test_ping_and_invocations_answer_without_a_key(sagemaker, reference):
