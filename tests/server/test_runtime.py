@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 
+from harness.probes import scrape, summed, wait_until
 from tests.support.fake_engine import FakeEngine, fake_app
 from tests.support.servers import REPO
 
@@ -140,9 +141,8 @@ def test_the_startup_heap_is_back_in_the_collectors_sight_once_stopped():
 
 def test_a_drain_ends_what_outlives_its_timeout_the_documented_way(fake_server):
     # 60 tokens x 0.1 s = 6 s of work, 3 s of drain: ended by their deadline at 3 - 2 = 1 s
-    server = fake_server(
-        "--fake-delay", "0.1", "--api-key", "k", "--graceful-shutdown-timeout", "3"
-    )
+    flags = ["--fake-delay", "0.1", "--api-key", "k", "--graceful-shutdown-timeout", "3"]
+    server = fake_server(*flags, "--metrics-open")
     url, body = f"{server.url}/v1/completions", {"model": "fake", "prompt": "abc", "max_tokens": 60}
     got: dict = {}
 
@@ -157,7 +157,10 @@ def test_a_drain_ends_what_outlives_its_timeout_the_documented_way(fake_server):
     threads = [threading.Thread(target=plain), threading.Thread(target=stream)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    # both requests being answered (the scrape is the third in flight), not a fixed sleep: on a
+    # busy machine 0.5 s was once too short for the stream to be accepted before SIGTERM
+    in_flight = lambda: summed(scrape(server.url)).get("nanoserve_requests_in_flight", 0)  # noqa: E731
+    assert wait_until(lambda: in_flight() >= 3, 20)
     t0 = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     for t in threads:
