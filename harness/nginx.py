@@ -51,8 +51,12 @@ class Nginx:
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         wait_port(self.port, 20)
         # something listening is not yet nginx listening: make sure it is nginx that answers
-        answer = httpx.get(self.url + "/health", timeout=10)
-        if answer.headers.get("server") != "nginx" or self.proc.poll() is not None:
+        # (what took the port may accept and never answer HTTP: a timeout says the same)
+        try:
+            server = httpx.get(self.url + "/health", timeout=10).headers.get("server")
+        except httpx.HTTPError:
+            server = None
+        if server != "nginx" or self.proc.poll() is not None:
             error = (self.workdir / "error.log").read_text()[-400:]
             raise RuntimeError(f"nginx is not what answers on port {self.port}: {error}")
 

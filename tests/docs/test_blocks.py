@@ -47,7 +47,7 @@ class Running:
     which reader's block started it."""
 
     server: ServerProcess | None = None
-    command: str | None = None  # as run: placeholders replaced, `scripts/setup.sh && ` dropped
+    command: str | None = None  # as the block writes it, less a leading `scripts/setup.sh && `
     session: "DocSession | None" = None
     name: str | None = None
 
@@ -168,25 +168,20 @@ def _unused(block, page: list) -> bool:
     server, or a `uses` of another one, or there is none; and no later block uses it by name."""
     later = page[page.index(block) + 1 :]
     name = block.marks["server"].get("name", "demo")
-    if any(b.marks.get("uses", {}).get("name", "demo") == name for b in later if "uses" in b.marks):
+    if any(b.marks["uses"].get("name", "demo") == name for b in later if "uses" in b.marks):
         return False
     return not later or "server" in later[0].marks or "uses" in later[0].marks
 
 
-def _in_running_order(blocks: list) -> list:
-    """Document order, but for server blocks nothing talks to: they only have to start and get
-    ready, and run after every page (README.md's own checkpoint would otherwise stop the demo
-    its LangChain example then has to start again)."""
-    pages: dict = {}
-    for b in blocks:
-        pages.setdefault(b.path, []).append(b)
-    unused = [b for b in blocks if "server" in b.marks and _unused(b, pages[b.path])]
-    UNUSED.update(b.where for b in unused)
-    return [b for b in blocks if b not in unused] + unused
-
-
-UNUSED: set[str] = set()  # where the server blocks nothing talks to are
-RUN = _in_running_order([b for b in all_blocks() if "not_run" not in b.marks])
+BLOCKS = [b for b in all_blocks() if "not_run" not in b.marks]
+# Server blocks nothing talks to only have to start and get ready: they run after every page
+# (README.md's own checkpoint would otherwise stop the demo its LangChain example then restarts).
+UNUSED = {
+    b.where
+    for b in BLOCKS
+    if "server" in b.marks and _unused(b, [p for p in BLOCKS if p.path == b.path])
+}
+RUN = [b for b in BLOCKS if b.where not in UNUSED] + [b for b in BLOCKS if b.where in UNUSED]
 
 
 @pytest.mark.parametrize("block", RUN, ids=[b.where for b in RUN])

@@ -157,10 +157,13 @@ def test_a_drain_ends_what_outlives_its_timeout_the_documented_way(fake_server):
     threads = [threading.Thread(target=plain), threading.Thread(target=stream)]
     for t in threads:
         t.start()
+
     # both requests being answered (the scrape is the third in flight), not a fixed sleep: on a
     # busy machine 0.5 s was once too short for the stream to be accepted before SIGTERM
-    in_flight = lambda: summed(scrape(server.url)).get("nanoserve_requests_in_flight", 0)  # noqa: E731
-    assert wait_until(lambda: in_flight() >= 3, 20)
+    def both_in_flight() -> bool:
+        return summed(scrape(server.url)).get("nanoserve_requests_in_flight", 0) >= 3
+
+    assert wait_until(both_in_flight, 20)
     t0 = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     for t in threads:
