@@ -9,6 +9,8 @@ A request goes down these layers, and imports only go down them too:
                     openai (/v1/completions, /v1/chat/completions, /v1/models, /v1/usage),
                     generate (legacy /generate), tokenize, sagemaker, probes (/health,
                     /ready, /metrics...), playground (the browser page in static/)
+    models/         the model served and its versions: version, live (reloads that fail no
+                    request), watch (--watch), converter (conversions in a warm process)
     serving/        a request's life: prepare (validate -> engine work), job (its results,
                     shaped the OpenAI way), service (admission to settlement), deadline,
                     sliding_window (nanoGPT's generation past the context), disconnect, chat
@@ -17,5 +19,6 @@ A request goes down these layers, and imports only go down them too:
     observability/  metrics, logs, access_log, harmless (known CPU warnings, at their level)
 
 At the top: settings (the one Settings object), cli (`nanoserve serve`), app (wires the
-FastAPI app), runtime (loads and watches the engine), errors (the one error shape), doctor.
+FastAPI app), runtime (loads the model, watches the engine's pulse and the checkpoint), errors
+(the one error shape), doctor.
 """

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from nanoserve.server import errors
 from nanoserve.server.api import generate, openai, playground, probes, sagemaker, tokenize
 from nanoserve.server.engine.interface import Engine
+from nanoserve.server.models.live import LiveModel, Source
 from nanoserve.server.observability.metrics import Metrics
 from nanoserve.server.runtime import Runtime
 from nanoserve.server.security.accounting import Accounting
@@ -38,13 +39,14 @@ def _reload_on_sighup(auth: Authenticator) -> None:
 
 def create_app(
     settings: Settings,
-    load_engine: Callable[[], Awaitable[Engine]],
+    load_engine: Source | Callable[[], Awaitable[Engine]],
     *,
     registry: CollectorRegistry | None = None,
     on_fatal: Callable[[int], None] | None = None,
 ) -> FastAPI:
-    """Build the app. `load_engine` is awaited in the background once the app starts, so probes
-    answer while the model loads; `on_fatal(code)` is called when the engine can't go on."""
+    """Build the app. `load_engine` (a Source, or just the call that starts the engine) is
+    awaited in the background once the app starts, so probes answer while the model loads;
+    `on_fatal(code)` is called when the engine can't go on."""
     metrics = Metrics.for_registry(registry)
     metrics.ttft_alert.set(settings.ttft_alert_seconds)  # the alert rule reads it from here
     auth = Authenticator(settings)
@@ -53,12 +55,20 @@ def create_app(
 
     chat_template = ChatTemplate.load(settings.chat_template)  # a bad file fails here, at once
 
-    def make_service(engine: Engine) -> CompletionService:
+    def make_service(engine: Engine, version: str | None) -> CompletionService:
         chat_template.check_vocabulary(engine.info.char_vocab)  # StartupError: one log line
-        return CompletionService(engine, settings, metrics, limiter, accounting, chat_template)
+        return CompletionService(
+            engine, settings, metrics, limiter, accounting, chat_template, version
+        )
 
+    source = load_engine if isinstance(load_engine, Source) else Source(first=load_engine)
+    model = LiveModel(source, make_service, metrics, keep=settings.keep_versions)
     runtime = Runtime(
-        load_engine, make_service, metrics, on_fatal, playground_url=playground.url(settings)
+        model,
+        metrics,
+        on_fatal,
+        playground_url=playground.url(settings),
+        watch_settle=settings.watch_settle,
     )
 
     @asynccontextmanager

@@ -12,7 +12,8 @@ import sys
 import types
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import uvicorn
 from nanoserve.server.engine.interface import Engine, StartupError
@@ -20,6 +21,9 @@ from nanoserve.server.settings import Settings
 from pydantic import ValidationError
 
 from nanoserve import __version__
+
+if TYPE_CHECKING:  # the serving modules load only when serving (--help stays quick)
+    from nanoserve.server.models.live import Source
 
 log = logging.getLogger("nanoserve.cli")
 
@@ -61,6 +65,9 @@ GROUPS = {
         "served_model_name",
         "model_aliases",
         "cache_dir",
+        "watch",
+        "watch_settle",
+        "keep_versions",
         "chat_template",
         "config_file",
     ),
@@ -122,6 +129,7 @@ EXAMPLES = """\
 examples:
   nanoserve serve --no-auth                              the bundled demo, on 127.0.0.1:8000
   nanoserve serve out/ckpt.pt --api-key-file keys.txt    your nanoGPT run (from its checkout)
+  nanoserve serve out/ --watch --no-auth                 ... following it while it trains
   NANOSERVE_PORT=9000 nanoserve serve ./converted --config configs/cpu-demo.toml
 
 Precedence: flags > NANOSERVE_* environment > --config TOML > defaults."""
@@ -224,12 +232,27 @@ def auth_problem(s: Settings) -> str | None:
 
 def serve(settings: Settings) -> int:
     """Resolve MODEL, then run the server on vLLM. Returns the process exit code."""
-    from nanoserve.server.engine.model_source import ModelResolutionError, resolve
+    from nanoserve.server.engine.model_source import (
+        ModelResolutionError,
+        checkpoint_of,
+        in_subprocess,
+        resolve,
+    )
+    from nanoserve.server.models.converter import WarmConverter
+    from nanoserve.server.models.live import Source
     from nanoserve.server.observability import logs
 
     logs.configure(settings)
     if problem := auth_problem(settings):
         log.error("%s", problem)
+        return 2
+    checkpoint = checkpoint_of(settings.model)
+    if settings.watch and checkpoint is None:
+        log.error(
+            "--watch follows a nanoGPT checkpoint (a ckpt.pt, or the out/ directory holding "
+            "it); %s is a converted directory: serve the checkpoint itself",
+            settings.model,
+        )
         return 2
     try:
         model_dir, default_name = resolve(
@@ -258,11 +281,39 @@ def serve(settings: Settings) -> int:
     if slow := slow_dtype_warning(model_dir, settings, cpu_flags()):
         log.warning("%s", slow)
 
+    def start(directory: Path) -> Awaitable[Engine]:
+        return VLLMEngine.start(directory, name, settings)
+
+    converter = WarmConverter() if settings.watch else None
+
+    def resolve_again() -> Path:
+        directory, _ = resolve(
+            settings.model,
+            settings.cache_dir,
+            settings.meta,
+            settings.tokenizer,
+            converter or in_subprocess,
+        )
+        check_servable(directory)
+        check_quantization(directory, settings)
+        return directory
+
+    cache = settings.cache_dir.expanduser().resolve()
+    source = Source(
+        first=lambda: start(model_dir),
+        directory=model_dir,
+        resolve=resolve_again,
+        start=start,
+        checkpoint=checkpoint if settings.watch else None,
+        owns=lambda path: path.resolve().parent == cache,  # a conversion of ours
+        warm=converter.warm if converter else None,
+        close=converter.close if converter else None,
+    )
     log.info("loading model %s from %s", name, model_dir)
-    return run(settings, lambda: VLLMEngine.start(model_dir, name, settings))
+    return run(settings, source)
 
 
-def run(settings: Settings, load_engine: Callable[[], Awaitable[Engine]]) -> int:
+def run(settings: Settings, load_engine: "Source | Callable[[], Awaitable[Engine]]") -> int:
     """Serve until SIGTERM/SIGINT or until the engine can't go on (returns 1).
 
     On SIGTERM, uvicorn closes the listener at once (a load balancer's next connection fails

@@ -1,4 +1,5 @@
-"""The server's life: load the engine in the background, watch it, and stop when it dies.
+"""The server's life: load the model in the background, watch the engine, and stop when it dies;
+with --watch, follow the checkpoint too (models/watch.py, models/live.py).
 
 Kubernetes reads only status codes from its probes, so the phases are explicit: `starting` (the
 engine loads; /live answers, /ready is 503), `ready`, `draining` (SIGTERM), `dead` (engine gone:
@@ -10,10 +11,12 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from nanoserve.server.engine.interface import Engine, StartupError
 from nanoserve.server.errors import unavailable
+from nanoserve.server.models.live import LiveModel
+from nanoserve.server.models.watch import follow
 from nanoserve.server.observability.metrics import Metrics
 from nanoserve.server.serving.service import CompletionService
 
@@ -42,23 +45,30 @@ class Runtime:
 
     def __init__(
         self,
-        load: Callable[[], Awaitable[Engine]],
-        make_service: Callable[[Engine], CompletionService],
+        model: LiveModel,
         metrics: Metrics,
         on_fatal: Callable[[int], None] | None = None,
         playground_url: str | None = None,
+        watch_settle: float = 2.0,
     ):
-        self._load = load
-        self._make_service = make_service
+        self.model = model
         self.metrics = metrics
         self.on_fatal = on_fatal or (lambda code: None)
         self.playground_url = playground_url  # the ready line names it: where to look first
-        self.engine: Engine | None = None
-        self._service: CompletionService | None = None
+        self.watch_settle = watch_settle
         self.phase = "starting"
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         metrics.ready.set_function(lambda: float(self.serving))  # read at each scrape
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine serving now (a reload to another architecture replaces it)."""
+        return self.model.engine
+
+    @property
+    def _service(self) -> CompletionService | None:
+        return self.model.service
 
     @property
     def ready(self) -> bool:
@@ -86,8 +96,7 @@ class Runtime:
 
     async def _start_engine(self) -> None:
         try:
-            self.engine = await self._load()
-            self._service = self._make_service(self.engine)
+            await self.model.load()
             _freeze_startup_heap()
         except Exception as e:
             # our own one-line errors (unsupported head size...) need no stack trace
@@ -97,7 +106,7 @@ class Runtime:
             return
         self.phase = "ready"
         self.metrics.engine_up.set(1)
-        self.metrics.engine_unfinished.set_function(self.engine.num_unfinished)
+        self.metrics.engine_unfinished.set_function(lambda: self.engine.num_unfinished())
         info = self.engine.info
         self.metrics.build.info(
             {
@@ -122,6 +131,12 @@ class Runtime:
             },
         )
         self._tasks.append(asyncio.create_task(self._watch()))
+        if self.model.source.checkpoint is not None:
+            follower = follow(self.model.source.checkpoint, self.watch_settle, self._reload)
+            self._tasks.append(asyncio.create_task(follower))
+
+    async def _reload(self) -> None:
+        await self.model.reload("the checkpoint changed")
 
     async def _watch(self) -> None:
         assert self.engine is not None
@@ -155,6 +170,7 @@ class Runtime:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.model.stop()
         if self.engine is not None:
             self.engine.shutdown()
             # The startup heap goes back to the collector, so that the interpreter's last

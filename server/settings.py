@@ -60,6 +60,24 @@ class Settings(BaseSettings):
         Path("~/.cache/nanoserve").expanduser(),
         description="Where checkpoints given as MODEL are converted to (keyed by sha256).",
     )
+    watch: bool = Field(
+        False,
+        description="Follow a nanoGPT checkpoint MODEL as training rewrites it: each complete "
+        "new version is converted, checked against nanoGPT's forward pass and swapped in "
+        "without failing a request; one that fails leaves the current version serving.",
+    )
+    watch_settle: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds a watched checkpoint's size and modification time must stay the "
+        "same before it is taken as completely written.",
+    )
+    keep_versions: int = Field(
+        3,
+        ge=1,
+        description="Versions of a watched model kept converted in --cache-dir (the current "
+        "one included); older ones are deleted.",
+    )
     config_file: Path | None = Field(
         None, description="TOML file with any of these settings (CLI: --config)."
     )

@@ -104,6 +104,7 @@ def test_bench_help_lists_every_option():
         assert flag in out.stdout, flag
 
 
+@pytest.mark.slow
 def test_unsupported_head_size_is_refused_in_one_line(tmp_path, capsys):
     # vLLM's CPU attention has no kernel for head size 16: its engine core would die with a
     # stack trace after a 30 s start. The server asks vLLM which sizes it supports, up front.
@@ -116,3 +117,14 @@ def test_unsupported_head_size_is_refused_in_one_line(tmp_path, capsys):
     assert out.returncode == 2, out.stderr[-2000:]
     assert "head size 16" in out.stderr and "supported: 32" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_watch_refuses_a_converted_directory_in_one_line(tmp_path, capsys):
+    ckpt, _ = char_checkpoint_dir(tmp_path / "ckpt")
+    assert run_cli([ckpt, "--out", tmp_path / "hf", "--no-verify"], capsys)[0] == 0
+    out = run(PY, "-m", "nanoserve.server", str(tmp_path / "hf"), "--watch", "--no-auth",
+              "--log-format", "text")  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "--watch follows a nanoGPT checkpoint" in out.stderr
+    assert "serve the checkpoint itself" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

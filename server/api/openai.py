@@ -9,7 +9,9 @@ from nanoserve.server.api.protocol import (
     CompletionRequest,
     CompletionResponse,
     ModelCard,
+    ModelDetail,
     ModelList,
+    VersionCard,
 )
 from nanoserve.server.errors import APIError, model_not_found
 from nanoserve.server.runtime import Runtime
@@ -21,6 +23,8 @@ from starlette.background import BackgroundTask
 
 router = APIRouter()
 
+VERSION_HEADER = "x-model-version"
+CARD = set(ModelCard.model_fields)  # what /v1/models lists of each model
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: don't buffer
 
 
@@ -43,7 +47,9 @@ async def respond(request: Request, service: CompletionService, job: Job) -> Res
     the engine request aborted, if the client leaves first)."""
     if not job.work.stream:
         result = await unless_disconnected(request, service.run(job))
-        return JSONResponse(result) if isinstance(result, dict) else result
+        if not isinstance(result, dict):
+            return result
+        return JSONResponse(result, headers=version_header(job))
     events = service.stream(job)
     # The 200 goes out with the first event, not before: a job that fails before it (its
     # deadline passed in the queue, the engine died) gets a real status, which a load balancer
@@ -55,9 +61,14 @@ async def respond(request: Request, service: CompletionService, job: Job) -> Res
     return StreamingResponse(
         _prepend(first, events),
         media_type="text/event-stream",
-        headers=SSE_HEADERS,
+        headers=SSE_HEADERS | version_header(job),
         background=BackgroundTask(service.settle, job),
     )
+
+
+def version_header(job: Job) -> dict[str, str]:
+    """`x-model-version`: the weights that answered (known once the job started)."""
+    return {VERSION_HEADER: job.version} if job.version else {}
 
 
 async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -86,12 +97,21 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     return await respond(request, service, await service.admit(body, call_of(request)))
 
 
-def _cards(request: Request) -> list[ModelCard]:
+def _cards(request: Request) -> list[ModelDetail]:
     """One card per served name (the served name, then its aliases), as vLLM lists them."""
     service = service_of(request)
+    model = runtime_of(request).model
     info = service.engine.info
     return [
-        ModelCard(id=name, created=info.created, max_model_len=info.max_model_len)
+        ModelDetail(
+            id=name,
+            created=info.created,
+            max_model_len=info.max_model_len,
+            version=service.version,
+            status=model.status,
+            versions=[VersionCard(**v.card()) for v in model.kept],
+            last_error=model.last_error,
+        )
         for name in served_names(info, service.settings)
     ]
 
@@ -99,13 +119,14 @@ def _cards(request: Request) -> list[ModelCard]:
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     """The served model and its aliases (OpenAI's list shape, plus the context length
-    `max_model_len`)."""
-    return ModelList(data=_cards(request))
+    `max_model_len`, the `version` answering and the model's `status`)."""
+    return ModelList(data=[ModelCard(**c.model_dump(include=CARD)) for c in _cards(request)])
 
 
-@router.get("/v1/models/{model_id:path}", response_model=ModelCard)
-async def get_model(model_id: str, request: Request) -> ModelCard:
-    """One model by id; 404 for any name that is not served here."""
+@router.get("/v1/models/{model_id:path}", response_model=ModelDetail)
+async def get_model(model_id: str, request: Request) -> ModelDetail:
+    """One model by id, with the versions kept and the last reload error; 404 for any name
+    that is not served here."""
     cards = _cards(request)
     for card in cards:
         if card.id == model_id:

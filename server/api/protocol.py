@@ -189,6 +189,8 @@ class CompletionResponse(BaseModel):
     object: str = "text_completion"
     created: int
     model: str
+    # the version of the weights that answered (`iter2000-1a2b3c4d`): OpenAI's field for it
+    system_fingerprint: str | None = None
     choices: list[Choice]
     usage: CompletionUsage | None = None
 
@@ -199,6 +201,25 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "nanoserve"
     max_model_len: int
+    # nanoserve's: the version answering now (the answers' system_fingerprint) and the model's
+    # state: ready, reloading, or "failed: <why>" (its last reload; the version above serves on)
+    version: str | None = None
+    status: str = "ready"
+
+
+class VersionCard(BaseModel):
+    id: str
+    iter_num: int | None = None  # nanoGPT's iteration and best validation loss, if recorded
+    best_val_loss: float | None = None
+    loaded_at: int
+
+
+class ModelDetail(ModelCard):
+    """/v1/models/{id}: the card, the versions kept on disk (oldest first, the current one
+    last) and the last reload's error (null once a reload succeeded)."""
+
+    versions: list[VersionCard] = []
+    last_error: str | None = None
 
 
 class ModelList(BaseModel):

@@ -6,6 +6,7 @@ them to and from vLLM's types; unit tests put a fake engine behind the same shap
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -103,6 +104,9 @@ class Engine(Protocol):
         self, prompt_token_ids: list[int], sampling: Sampling, request_id: str
     ) -> AsyncIterator[Update]:
         """Updates for one prompt until it finishes; closing the iterator aborts the request."""
+
+    async def swap_weights(self, model_dir: Path) -> None:
+        """Load `model_dir`'s weights (the same architecture) in place, nothing generating."""
 
     async def check_health(self) -> None: ...
 

@@ -10,6 +10,8 @@ import hashlib
 import logging
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from nanoserve.convert.output import sha256_file
@@ -56,29 +58,58 @@ def cache_key(ckpt: Path, meta: Path | None, tokenizer: Path | None, cwd: Path) 
     return h.hexdigest()[:16]
 
 
-def _convert_cached(ckpt: Path, cache_dir: Path, meta: Path | None, tokenizer: Path | None) -> Path:
+# `nanoserve convert ARGV` -> (exit code, what it wrote to stderr); its progress is logged
+Converter = Callable[[list[str]], tuple[int, str]]
+
+
+def in_subprocess(argv: list[str]) -> tuple[int, str]:
+    """`python -m nanoserve.convert ARGV` in a new process, in our working directory. Its
+    progress (stdout) becomes our log's lines as it comes."""
+    cmd = [sys.executable, "-m", "nanoserve.convert", *argv]
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as errors,
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=errors, encoding="utf-8", errors="replace"
+        ) as proc,
+    ):
+        for line in proc.stdout:
+            if line.strip():
+                progress.info("%s", line.rstrip())
+        proc.wait()
+        errors.seek(0)
+        return proc.returncode, errors.read()
+
+
+def _convert_cached(
+    ckpt: Path, cache_dir: Path, meta: Path | None, tokenizer: Path | None, convert: Converter
+) -> Path:
     out = cache_dir / cache_key(ckpt, meta, tokenizer, Path.cwd())
     if (out / "config.json").is_file():
         log.info("using cached conversion %s of %s", out, ckpt)
         return out
     log.info("converting %s into %s (once; later starts reuse it)", ckpt, out)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "nanoserve.convert", str(ckpt), "--out", str(out)]
+    argv = [str(ckpt), "--out", str(out)]
     if meta is not None:
-        cmd += ["--meta", str(meta)]
+        argv += ["--meta", str(meta)]
     if tokenizer is not None:
-        cmd += ["--tokenizer", str(tokenizer)]
-    # It inherits our working directory. Its progress (stdout) becomes our log's lines; its
-    # errors reach our stderr as they are (the relay makes them JSON warnings).
-    with subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=sys.stderr, encoding="utf-8", errors="replace"
-    ) as proc:
-        for line in proc.stdout:
-            if line.strip():
-                progress.info("%s", line.rstrip())
-    if proc.returncode != 0:
-        raise ModelResolutionError(f"converting {ckpt} failed (see the converter's message above)")
+        argv += ["--tokenizer", str(tokenizer)]
+    code, said = convert(argv)
+    sys.stderr.write(said)  # its errors as they are (the relay makes them JSON warnings)
+    if code != 0:
+        last = next((ln for ln in reversed(said.splitlines()) if ln.strip()), "")
+        raise ModelResolutionError(f"converting {ckpt} failed: {last.strip() or 'no message'}")
     return out
+
+
+def checkpoint_of(model: str | None) -> Path | None:
+    """The nanoGPT checkpoint file MODEL names (a ckpt.pt, or a directory holding one), else
+    None (a converted directory)."""
+    path = Path(model).expanduser() if model else DEMO_CHECKPOINT
+    if path.is_dir() and (path / "config.json").is_file():
+        return None
+    ckpt = _checkpoint_file(path)
+    return ckpt.resolve() if ckpt is not None else None
 
 
 def _existing(path: Path | None, what: str) -> Path | None:
@@ -95,8 +126,10 @@ def resolve(
     cache_dir: Path,
     meta: Path | None = None,
     tokenizer: Path | None = None,
+    convert: Converter = in_subprocess,
 ) -> tuple[Path, str]:
-    """(directory to serve, default served name) for MODEL."""
+    """(directory to serve, default served name) for MODEL; a checkpoint is converted (once
+    for each content) by `convert`."""
     path = Path(model).expanduser() if model else DEMO_CHECKPOINT
     if not path.exists():
         raise ModelResolutionError(f"model not found: {path}")
@@ -113,5 +146,5 @@ def resolve(
             "checkpoint (ckpt.pt); run `nanoserve convert` on your checkpoint first"
         )
     meta, tokenizer = _existing(meta, "--meta"), _existing(tokenizer, "--tokenizer")
-    out = _convert_cached(ckpt.resolve(), cache_dir.expanduser(), meta, tokenizer)
+    out = _convert_cached(ckpt.resolve(), cache_dir.expanduser(), meta, tokenizer, convert)
     return out, ckpt.resolve().parent.name

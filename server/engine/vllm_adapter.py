@@ -241,7 +241,46 @@ def _engine_args(model_dir: Path, name: str, s: Settings) -> AsyncEngineArgs:
         kv_cache_memory_bytes=int(s.cpu_kvcache_space * 2**30) if on_cpu else None,
         disable_log_stats=False,  # keeps vllm:* metrics flowing into the default registry
         use_tqdm_on_load=s.log_format == "text",  # a progress bar is no JSON log line
+        worker_extension_cls=f"{__name__}.{WeightSwap.__qualname__}",
     )
+
+
+class WeightSwap:
+    """The worker's half of `VLLMEngine.swap_weights` (vLLM adds these methods to its worker
+    class: `worker_extension_cls`).
+
+    vLLM's in-place `reload_weights` reloads each layer whose weights are in the checkpoint and
+    re-runs its post-load processing. A tied output layer (GPT-2's lm_head *is* the token
+    embedding: the checkpoint has no lm_head.weight) is not in the checkpoint, so vLLM puts its
+    old kernel tensors back ("ParallelLMHead: Failed to load weights"). Its parameter is shared,
+    so it already holds the new values, but on CPU the matmul runs on a copy repacked for oneDNN
+    at load time, which stays the old model's: the new model's body with the old one's output
+    layer, garbage text. Re-running the post-load processing of every module that shares a
+    parameter with another repacks it from the new values (on GPU that processing is a no-op,
+    and the shared parameter is all there is)."""
+
+    def nanoserve_swap_weights(self, model_dir: str) -> int:
+        runner = self.model_runner  # type: ignore[attr-defined]  (the worker's own attribute)
+        runner.reload_weights(weights_path=model_dir, is_checkpoint_format=True)
+        tied = _modules_sharing_a_parameter(runner.get_model())
+        for module in tied:
+            module.quant_method.process_weights_after_loading(module)
+        return len(tied)
+
+
+def _modules_sharing_a_parameter(model) -> list:
+    """Modules with a parameter that an earlier module owns too (tied weights), which have a
+    quantization method whose post-load processing can be re-run."""
+    owner: dict[int, str] = {}
+    tied = []
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) not in owner:
+            owner[id(param)] = name
+            continue
+        module = model.get_submodule(name.rpartition(".")[0])
+        if getattr(module, "quant_method", None) is not None and module not in tied:
+            tied.append(module)
+    return tied
 
 
 def _sampling_params(s: Sampling) -> SamplingParams:
@@ -365,6 +404,18 @@ class VLLMEngine:
             _sampling_params(sampling)
         except VLLMValidationError as e:
             raise EngineRejected(str(e)) from e
+
+    async def swap_weights(self, model_dir: Path) -> None:
+        """Load `model_dir`'s weights (same architecture) into the running engine, in place.
+        The caller makes sure nothing is generating; the pause also empties the prefix cache,
+        whose blocks hold the old weights' keys and values."""
+        await self.llm.pause_generation(mode="wait", clear_cache=True)
+        try:
+            await self.llm.collective_rpc(
+                "nanoserve_swap_weights", kwargs={"model_dir": str(model_dir)}
+            )
+        finally:
+            await self.llm.resume_generation()
 
     async def check_health(self) -> None:
         try:

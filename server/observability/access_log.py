@@ -47,6 +47,7 @@ class Outcome:
     disconnected: bool
     prompt_text: str | None = None  # only with --log-text-chars
     completion_text: str | None = None
+    model_version: str | None = None  # the weights that answered (models/version.py)
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Exchange:
             "ttft_ms": round(ttft * 1000, 1) if ttft is not None else None,
             "finish_reason": _summary(counts),
             "disconnected": o.disconnected,
+            "model_version": o.model_version,
         }
         if o.prompt_text is not None:
             fields |= {"prompt_text": o.prompt_text, "completion_text": o.completion_text}

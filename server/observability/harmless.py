@@ -47,6 +47,11 @@ KNOWN: dict[str, list[tuple[Callable[[str], bool], int]]] = {
     "vllm.v1.worker.cpu_worker": [
         (_begins(r"lib(tcmalloc|iomp) is not found in LD_PRELOAD"), INFO)
     ],
+    # a weight swap (engine.vllm_adapter.WeightSwap): the tied output layer is not in the
+    # checkpoint, and WeightSwap repacks it from the new embedding right after
+    "vllm.model_executor.model_loader.reload.layerwise": [
+        (_begins(r"ParallelLMHead: Failed to load weights$"), INFO)
+    ],
     # torch deprecated an attribute that vLLM's dispatcher reads; nothing of ours uses it
     "py.warnings": [
         (

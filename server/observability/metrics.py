@@ -112,6 +112,19 @@ class Metrics:
             "Versions, model and engine shape of this replica (value 1, facts in labels).",
             registry=r,
         )
+        # --- models and their versions (models/live.py); join on {model, version}
+        self.model_info = Gauge(
+            "nanoserve_model_info",
+            "1 for the version of each model being served (`version` is the answers' "
+            "system_fingerprint and x-model-version).",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.reloads = Counter(
+            "nanoserve_model_reloads",
+            "Reloads of a model, by outcome: in_place (weights swapped in the running engine), "
+            "new_engine (another architecture), unchanged, failed (the old version served on).",
+            ["model", "outcome"], registry=r,
+        )  # fmt: skip
         self.ttft_alert = Gauge(
             "nanoserve_ttft_alert_threshold_seconds",
             "--ttft-alert-seconds: the p95 time to first token the alert rule fires above.",

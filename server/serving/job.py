@@ -57,6 +57,8 @@ class Job:
     gaps: list[tuple[float, int]] = field(default_factory=list)  # streams: (s per token, tokens)
     finished: dict[int, str] = field(default_factory=dict)  # choice index -> finish_reason
     text: str = ""  # choice 0's text, up to keep_text characters
+    # the weights it runs on (models/version.py), set when it starts: the `system_fingerprint`
+    version: str | None = None
 
     @property
     def request_id(self) -> str:  # engine request ids are "<request id>-<prompt index>"
@@ -75,9 +77,11 @@ class Job:
 
     @cached_property
     def chunk_head(self) -> str:
-        """`{"id":...,"object":...,"created":...,"model":...,"choices":` of its stream chunks."""
+        """`{"id":...,"object":...,"created":...,"model":...,"system_fingerprint":...,"choices":`
+        of its stream chunks."""
         head = {"id": self.id, "object": self.shape.chunk_object, "created": self.created}
-        return _compact(head | {"model": self.model})[:-1] + ',"choices":'
+        head |= {"model": self.model, "system_fingerprint": self.version}
+        return _compact(head)[:-1] + ',"choices":'
 
     def usage(self) -> dict:
         p, c = self.prompt_tokens, self.completion_tokens
@@ -126,6 +130,7 @@ class Job:
             disconnected=self.status is None,
             prompt_text=prompt_text,
             completion_text=self.text if self.keep_text else None,
+            model_version=self.version,
         )
 
 
@@ -175,6 +180,7 @@ def response_json(job: Job, choices: list[dict]) -> dict:
         "object": job.shape.object,
         "created": job.created,
         "model": job.model,
+        "system_fingerprint": job.version,
         "choices": choices,
         "usage": job.usage(),
     }

@@ -15,10 +15,11 @@ request in its prefill still counts as waiting, which errs on the side of "full"
 """
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from nanoserve.server.api.chat_protocol import ChatCompletionRequest
@@ -55,6 +56,10 @@ TIMEOUT_FINISH = "timeout"  # finish_reason of a choice cut short by its deadlin
 # busy one), time every other stream on the event loop would wait. Shorter prompts cost less
 # than the hop to a thread.
 OFFLOAD_CHARS = 2048
+QUEUE_TIMEOUT = (
+    "The request could not start before its deadline (--request-timeout, X-Request-Timeout, "
+    "or this replica shutting down); retry later or on another replica."
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class CompletionService:
         limiter: RateLimiter,
         accounting: Accounting,
         chat_template: ChatTemplate,
+        version: str | None = None,
     ):
         self.engine = engine
         self.chat_template = chat_template
@@ -86,6 +92,12 @@ class CompletionService:
         self.queued_requests = 0  # admitted, no engine output yet (see the module docstring)
         self.queued_tokens = 0  # their prompt tokens
         self.jobs: set[Job] = set()  # admitted and not yet settled
+        self.version = version  # the weights the engine holds (models/version.py)
+        self._unswapped = asyncio.Event()  # clear while a swap waits for, or does, its work
+        self._unswapped.set()
+        self._started = 0  # jobs running on `version` (past the gate, not yet ended)
+        self._none_started = asyncio.Event()
+        self._none_started.set()
 
     def _work(self, request: Request) -> tuple[Prepared, str, Shape]:
         """(engine work, id prefix, response shape) for each wire format."""
@@ -224,9 +236,10 @@ class CompletionService:
     async def run(self, job: Job) -> dict:
         """The whole completion as one OpenAI response body."""
         try:
-            finals = await asyncio.gather(
-                *(self._final(job, i) for i in range(len(job.work.prompts)))
-            )
+            async with self._on_one_version(job):
+                finals = await asyncio.gather(
+                    *(self._final(job, i) for i in range(len(job.work.prompts)))
+                )
             job.status = 200
         except EngineDead as e:
             raise _failed(job, unavailable(ENGINE_GONE, reason="engine_error")) from e
@@ -252,23 +265,10 @@ class CompletionService:
         seen: set[int] = set()  # choice indices that already had their first (echo) chunk
         sent = False  # has an event gone out (and with it, the 200)?
         try:
-            async for i, update in self._merged(job):
-                if update is None:
+            async with self._on_one_version(job):
+                async for event in self._events(job, seen):
                     sent = True
-                    yield ": ping\n\n"
-                    continue
-                choices = []
-                for c in update.choices:
-                    job.count(i, c)
-                    idx = i * job.work.sampling.n + c.index
-                    choices.append(
-                        job.shape.choice(job, i, update, c, self.engine.decode, idx not in seen)
-                    )
-                    seen.add(idx)
-                if choices:
-                    sent = True
-                    yield chunk_event(job, choices)
-                    job.delivered(max(len(c.token_ids) for c in update.choices))
+                    yield event
             if job.work.include_usage:
                 yield chunk_event(job, [], job.usage())
             job.status = 200
@@ -282,6 +282,58 @@ class CompletionService:
         finally:  # a client that left closed us: status None, settled as 499
             await self.settle(job)
         yield "data: [DONE]\n\n"
+
+    async def _events(self, job: Job, seen: set[int]) -> AsyncIterator[str]:
+        """The stream's events: a keep-alive comment, or a chunk of deltas."""
+        async for i, update in self._merged(job):
+            if update is None:
+                yield ": ping\n\n"
+                continue
+            choices = []
+            for c in update.choices:
+                job.count(i, c)
+                idx = i * job.work.sampling.n + c.index
+                choices.append(
+                    job.shape.choice(job, i, update, c, self.engine.decode, idx not in seen)
+                )
+                seen.add(idx)
+            if choices:
+                yield chunk_event(job, choices)
+                job.delivered(max(len(c.token_ids) for c in update.choices))
+
+    @contextlib.asynccontextmanager
+    async def _on_one_version(self, job: Job) -> AsyncIterator[None]:
+        """Run `job` wholly on one version of the weights: it starts only while no swap is
+        under way (waiting, within its deadline, for one to end), and a swap waits for every
+        job that started to end."""
+        if not self._unswapped.is_set():
+            try:
+                async with asyncio.timeout_at(_loop_clock(job.deadline)):
+                    await self._unswapped.wait()
+            except TimeoutError as e:
+                error = unavailable(QUEUE_TIMEOUT, reason="queue_timeout", code="queue_timeout")
+                raise error from e
+        job.version = self.version
+        self._started += 1
+        self._none_started.clear()
+        try:
+            yield
+        finally:
+            self._started -= 1
+            if self._started == 0:
+                self._none_started.set()
+
+    async def swap(self, load: Callable[[], Awaitable[None]], version: str) -> None:
+        """Replace the engine's weights with `load()` between jobs: new jobs wait, the started
+        ones finish on the old version, then `load` runs and the new jobs start on `version`.
+        If `load` fails, the old version goes on serving."""
+        self._unswapped.clear()
+        try:
+            await self._none_started.wait()
+            await load()
+            self.version = version
+        finally:
+            self._unswapped.set()
 
     async def _updates(self, job: Job, i: int) -> AsyncIterator[Update]:
         """The engine's updates for prompt `i`, plus OpenAI's n > 1 at temperature 0: vLLM
@@ -383,13 +435,7 @@ async def _within_deadline(
         alarm.close()
         job.timers.discard(alarm)
     if job.queued:
-        raise unavailable(
-            "The request could not start before its deadline (--request-timeout, "
-            "X-Request-Timeout, or this replica shutting down); retry later or on another "
-            "replica.",
-            reason="queue_timeout",
-            code="queue_timeout",
-        )
+        raise unavailable(QUEUE_TIMEOUT, reason="queue_timeout", code="queue_timeout")
     ended = [ChoiceUpdate(k, "", [], None, TIMEOUT_FINISH) for k in sorted(open_choices)]
     yield Update(job.work.prompts[i].token_ids, ended, None, True)
 

@@ -35,6 +35,7 @@ def doctor(*args: str) -> tuple[int, dict[str, str]]:
     return done.returncode, lines
 
 
+@pytest.mark.slow
 def test_servable_setup_passes_every_check(redis_url, demo_cache):
     code, lines = doctor(
         "--api-key", "sk-doctor", "--port", str(free_port()),
@@ -46,6 +47,7 @@ def test_servable_setup_passes_every_check(redis_url, demo_cache):
     assert "vLLM 0.32.0 on cpu" in lines["vllm"]
 
 
+@pytest.mark.slow
 def test_each_failure_is_named_with_its_fix(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -66,6 +68,7 @@ def test_each_failure_is_named_with_its_fix(tmp_path):
     assert lines["vllm"].startswith("ok ")
 
 
+@pytest.mark.slow
 def test_unsupported_head_size_and_unverified_conversion_fail(tmp_path):
     # head size 16 (n_embd 32 / n_head 2): vLLM's CPU attention has no kernel for it
     ckpt = save_checkpoint(nanogpt_checkpoint(tiny_model(n_embd=32)), tmp_path / "ckpt.pt")

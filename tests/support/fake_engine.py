@@ -20,6 +20,7 @@ from nanoserve.server.engine.interface import (
     TokenLogprob,
     Update,
 )
+from nanoserve.server.models.live import Source
 from nanoserve.server.settings import Settings
 from prometheus_client import CollectorRegistry
 
@@ -43,6 +44,9 @@ class FakeEngine:
         self.dead = False
         self.active = 0  # generations in progress (to see aborts)
         self.seen: list[tuple[list[int], Sampling, str]] = []
+        self.shift = 0  # its "weights": each swap_weights moves the alphabet on by one
+        self.swapped: list[tuple[str, int]] = []  # (model_dir, generations active meanwhile)
+        self.stopped = False
 
     def encode(self, text: str) -> list[int]:
         return [ALPHABET.index(c) for c in text]
@@ -72,7 +76,7 @@ class FakeEngine:
                 last = step == steps - 1
                 choices = []
                 for j in range(s.n):
-                    t = (prompt_ids[-1] + 1 + step + j) % len(ALPHABET)
+                    t = (prompt_ids[-1] + 1 + step + j + self.shift) % len(ALPHABET)
                     lps = [self._position(t)] if s.logprobs is not None else None
                     choices.append(ChoiceUpdate(j, ALPHABET[t], [t], lps, reason if last else None))
                 yield Update(prompt_ids, choices, prompt_lps if step == 0 else None, last)
@@ -98,23 +102,32 @@ class FakeEngine:
     def num_unfinished(self) -> int:
         return self.active
 
+    async def swap_weights(self, model_dir) -> None:
+        self.swapped.append((str(model_dir), self.active))
+        self.shift += 1
+
     def shutdown(self) -> None:
-        pass
+        self.stopped = True
 
 
 @contextmanager
 def fake_app(
-    engine: FakeEngine | None = None, *, raise_server_exceptions: bool = True, **settings
+    engine: FakeEngine | None = None,
+    *,
+    raise_server_exceptions: bool = True,
+    source: Source | None = None,
+    **settings,
 ) -> Iterator[TestClient]:
     """The real app (settings, guard, limiter, service, routes) over a fake engine, with its
     lifespan running and the engine loaded: `with fake_app(api_keys=["k"]) as client: ...`
-    (`raise_server_exceptions=False`: a bug is a 500 response, as a real client sees it)."""
+    (`raise_server_exceptions=False`: a bug is a 500 response, as a real client sees it;
+    `source`: where the model comes from and reloads from, instead of `engine`)."""
     engine = engine or FakeEngine()
 
     async def load():
         return engine
 
-    app = create_app(Settings(**settings), load, registry=CollectorRegistry())
+    app = create_app(Settings(**settings), source or load, registry=CollectorRegistry())
     with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
         deadline = time.monotonic() + 10  # the engine loads in a background task
         while client.get("/ready").status_code != 200:

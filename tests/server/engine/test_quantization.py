@@ -107,6 +107,7 @@ def test_on_gpu_fp8_needs_a_half_precision_dtype(converted, monkeypatch):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("flags", "said"),
     [

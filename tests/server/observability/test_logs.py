@@ -88,6 +88,8 @@ HARMLESS = [
     ("vllm.v1.worker.cpu_worker", LD_PRELOAD, "libtcmalloc", "INFO"),
     ("vllm.v1.worker.cpu_worker", LD_PRELOAD, "libiomp", "INFO"),
     ("py.warnings", "%s", REDUCE_OP.format("/venv/vllm/triton_utils/dispatcher.py"), "DEBUG"),
+    ("vllm.model_executor.model_loader.reload.layerwise", "%s: Failed to load weights",
+     "ParallelLMHead", "INFO"),  # a weight swap's tied output layer
     ("stderr", NUMA, "INFO"),
     ("stderr", NO_CPU_TRITON, "INFO"),  # logging's last resort in vLLM's processes
 ]  # fmt: skip
@@ -110,6 +112,10 @@ def test_a_known_harmless_warning_gets_its_true_level(case):
         ("py.warnings", REDUCE_OP.format("/app/server/x.py")),
         ("stderr", "[W1204 18:00:02 utils.cpp:68] Warning: something else"),
         ("stderr", NO_CPU_TRITON + " And more"),
+        (
+            "vllm.model_executor.model_loader.reload.layerwise",
+            "QKVParallelLinear: Failed to load weights",
+        ),
     ],
 )
 def test_other_warnings_stay_warnings(name, msg):
