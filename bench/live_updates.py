@@ -133,13 +133,13 @@ def source_checkpoint(model: str, work: Path) -> Path:
 
 
 def run(args) -> dict:
+    load_before = os.getloadavg()[0]  # before this run's own work (the checkpoints below)
     work = Path(tempfile.mkdtemp(prefix="nanoserve-live-"))
     ckpt_path = source_checkpoint(args.model, work)
     new = versions(torch.load(ckpt_path, weights_only=False), args.swaps)
     port = free_port()
     cmd = nanoserve(["out", "--watch", "--watch-settle", str(args.settle), "--no-auth"], port)
     cmd += ["--cache-dir", str(work / "cache"), "--cpu-kvcache-space", "1"]
-    load_before = os.getloadavg()[0]
     record = {"model": args.model, "clients": args.clients, "swaps": args.swaps,
               "settle_s": args.settle, "load_avg_before": load_before}  # fmt: skip
     with ServerProcess(cmd, port, work / "server.log", env=server_env(), cwd=work) as server:
