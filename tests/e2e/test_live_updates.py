@@ -107,9 +107,11 @@ def live(start_server, run, tmp_path_factory):
     out, _ = run
     cache = tmp_path_factory.mktemp("live-cache")
     args = ("out", "--watch", "--watch-settle", "0.5", "--keep-versions", "2")
-    return start_server(
+    server = start_server(
         *args, "--no-auth", "--cache-dir", str(cache), "--log-format", "json", cwd=out.parent
     )
+    yield server
+    server.stop()  # this module's alone: its memory goes back before the next engine starts
 
 
 def _card(server) -> dict:
