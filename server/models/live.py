@@ -95,7 +95,9 @@ class LiveModel:
     async def load(self) -> None:
         """Start the first engine (exceptions propagate: the server can't start)."""
         engine = await self.source.first()
-        version = describe(self.source.directory) if self.source.directory else None
+        directory = self.source.directory
+        # in a thread: a directory nanoserve did not convert is named by hashing its weights
+        version = await asyncio.to_thread(describe, directory) if directory else None
         self.service = self._new_service(engine, version)
         if version is not None:
             self._keep(version)
@@ -113,7 +115,7 @@ class LiveModel:
             started = time.perf_counter()
             try:
                 directory = await asyncio.to_thread(self.source.resolve)
-                version = describe(directory)
+                version = await asyncio.to_thread(describe, directory)
                 how = "unchanged"
                 if version.id != self.current.id:
                     how = await self._switch(version)
